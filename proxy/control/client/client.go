@@ -1,0 +1,165 @@
+// Package client is a small Go client of the control API, used by the CLI
+// and by tests. It returns the API's JSON as raw messages where the shape
+// belongs to the server.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/outbound-dev/outbound/proxy/control"
+)
+
+// APIError is a non-2xx answer of the control API.
+type APIError struct {
+	Status int
+	Msg    string
+}
+
+func (e *APIError) Error() string { return fmt.Sprintf("control API: %d: %s", e.Status, e.Msg) }
+
+// Client talks to one control API.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client of the API at base (e.g. http://127.0.0.1:3129).
+// A base without a scheme gets http://.
+func New(base, token string) *Client {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, want int) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("control API request %s %s: %w", method, path, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("control API %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("control API %s %s: reading answer: %w", method, path, err)
+	}
+	if resp.StatusCode != want {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = http.StatusText(resp.StatusCode)
+		}
+		return nil, &APIError{Status: resp.StatusCode, Msg: e.Error}
+	}
+	return b, nil
+}
+
+func jsonBody(v any) (io.Reader, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(b), nil
+}
+
+func inst(id string) string { return "/v1/instances/" + url.PathEscape(id) }
+
+// Status returns GET /v1/status.
+func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
+	return c.do(ctx, http.MethodGet, "/v1/status", nil, http.StatusOK)
+}
+
+// Create creates an instance; id and class may be empty.
+func (c *Client) Create(ctx context.Context, id, class string) (control.Created, error) {
+	var out control.Created
+	body, err := jsonBody(struct {
+		ID    string `json:"id,omitempty"`
+		Class string `json:"class,omitempty"`
+	}{id, class})
+	if err != nil {
+		return out, err
+	}
+	b, err := c.do(ctx, http.MethodPost, "/v1/instances", body, http.StatusCreated)
+	if err != nil {
+		return out, err
+	}
+	err = json.Unmarshal(b, &out)
+	return out, err
+}
+
+// Get returns one instance view.
+func (c *Client) Get(ctx context.Context, id string) (json.RawMessage, error) {
+	return c.do(ctx, http.MethodGet, inst(id), nil, http.StatusOK)
+}
+
+// List returns every instance view.
+func (c *Client) List(ctx context.Context) (json.RawMessage, error) {
+	return c.do(ctx, http.MethodGet, "/v1/instances", nil, http.StatusOK)
+}
+
+// Delete deletes an instance.
+func (c *Client) Delete(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, inst(id), nil, http.StatusNoContent)
+	return err
+}
+
+// CAPEM returns the instance CA certificate in PEM.
+func (c *Client) CAPEM(ctx context.Context, id string) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, inst(id)+"/ca.pem", nil, http.StatusOK)
+}
+
+// HAR returns the instance's recent traffic as HAR 1.2.
+func (c *Client) HAR(ctx context.Context, id string) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, inst(id)+"/har", nil, http.StatusOK)
+}
+
+// Call runs a runtime method and returns the instance view.
+func (c *Client) Call(ctx context.Context, id, method string, args []json.RawMessage) (json.RawMessage, error) {
+	if args == nil {
+		args = []json.RawMessage{}
+	}
+	body, err := jsonBody(args)
+	if err != nil {
+		return nil, err
+	}
+	return c.do(ctx, http.MethodPost, inst(id)+"/"+url.PathEscape(method), body, http.StatusOK)
+}
+
+func kvPath(binding, key string) string {
+	return "/v1/kv/" + url.PathEscape(binding) + "/" + url.PathEscape(key)
+}
+
+// KVPut stores a value.
+func (c *Client) KVPut(ctx context.Context, binding, key string, value []byte) error {
+	_, err := c.do(ctx, http.MethodPut, kvPath(binding, key), bytes.NewReader(value), http.StatusNoContent)
+	return err
+}
+
+// KVGet reads a value; a missing key is an *APIError with Status 404.
+func (c *Client) KVGet(ctx context.Context, binding, key string) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, kvPath(binding, key), nil, http.StatusOK)
+}
+
+// KVDelete deletes a key.
+func (c *Client) KVDelete(ctx context.Context, binding, key string) error {
+	_, err := c.do(ctx, http.MethodDelete, kvPath(binding, key), nil, http.StatusNoContent)
+	return err
+}

@@ -1,0 +1,349 @@
+// Package control is the control API: JSON over HTTP on the admin listener.
+// It owns routing, authentication of the operator, request decoding limits
+// and the error shape ({"error": ...}); what each call does is asked of a
+// Backend, so the API knows nothing of how instances or scripts work.
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/outbound-dev/outbound/jsapi"
+)
+
+// Limits on what a caller may send.
+const (
+	maxJSONBody = 1 << 20  // runtime method arguments, instance creation
+	maxKVValue  = 25 << 20 // a KV value, as Workers KV
+)
+
+// Created is the answer to an instance creation. It is the only place the
+// instance token is ever shown, inside ProxyURL.
+type Created struct {
+	ID       string `json:"id"`
+	Class    string `json:"class"`
+	ProxyURL string `json:"proxy_url"`
+	CAPEM    string `json:"ca_pem"`
+}
+
+// Backend is what the control API drives.
+type Backend interface {
+	Status() any
+	CreateInstance(ctx context.Context, id, class string) (Created, error)
+	ListInstances() []any
+	GetInstance(id string) (any, error)
+	DeleteInstance(ctx context.Context, id string) error
+	CAPEM(id string) ([]byte, error)
+	HAR(id string) ([]byte, error)
+	// Call runs a runtime method with its JSON arguments and returns the
+	// instance view.
+	Call(ctx context.Context, id, method string, args []json.RawMessage) (any, error)
+	KV(binding string) (jsapi.KV, bool)
+}
+
+// Error is an error with the HTTP status it should be answered with. The
+// message is sent to the caller, so it must never hold a secret.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Errorf builds an *Error.
+func Errorf(status int, format string, args ...any) error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Options configure the API.
+type Options struct {
+	Backend Backend
+	Token   string       // when set, every call needs "Authorization: Bearer <Token>"
+	Metrics http.Handler // served at /metrics; nil for none
+	Logger  *slog.Logger
+}
+
+type api struct {
+	b         Backend
+	tokenHash [32]byte
+	hasToken  bool
+	log       *slog.Logger
+}
+
+// Handler returns the control API as an http.Handler.
+func Handler(o Options) http.Handler {
+	a := &api{b: o.Backend, log: o.Logger}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if o.Token != "" {
+		a.tokenHash = sha256.Sum256([]byte(o.Token))
+		a.hasToken = true
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", a.status)
+	mux.HandleFunc("POST /v1/instances", a.create)
+	mux.HandleFunc("GET /v1/instances", a.list)
+	mux.HandleFunc("GET /v1/instances/{id}", a.get)
+	mux.HandleFunc("DELETE /v1/instances/{id}", a.delete)
+	mux.HandleFunc("GET /v1/instances/{id}/ca.pem", a.caPEM)
+	mux.HandleFunc("GET /v1/instances/{id}/har", a.har)
+	mux.HandleFunc("POST /v1/instances/{id}/{method}", a.call)
+	mux.HandleFunc("PUT /v1/kv/{binding}/{key}", a.kvPut)
+	mux.HandleFunc("GET /v1/kv/{binding}/{key}", a.kvGet)
+	mux.HandleFunc("DELETE /v1/kv/{binding}/{key}", a.kvDelete)
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", o.Metrics)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, Errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return a.authenticate(mux)
+}
+
+func (a *api) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.hasToken {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			h := sha256.Sum256([]byte(got))
+			if !ok || subtle.ConstantTimeCompare(h[:], a.tokenHash[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="outbound"`)
+				writeError(w, Errorf(http.StatusUnauthorized, "missing or wrong admin token"))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.b.Status())
+}
+
+func (a *api) create(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		ID    string `json:"id"`
+		Class string `json:"class"`
+	}
+	if err := decodeJSON(w, r, &body, true); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	c, err := a.b.CreateInstance(r.Context(), body.ID, body.Class)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request) {
+	views := a.b.ListInstances()
+	if views == nil {
+		views = []any{}
+	}
+	writeJSON(w, http.StatusOK, views)
+}
+
+func (a *api) get(w http.ResponseWriter, r *http.Request) {
+	v, err := a.b.GetInstance(r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *api) delete(w http.ResponseWriter, r *http.Request) {
+	if err := a.b.DeleteInstance(r.Context(), r.PathValue("id")); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) caPEM(w http.ResponseWriter, r *http.Request) {
+	pem, err := a.b.CAPEM(r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Write(pem)
+}
+
+func (a *api) har(w http.ResponseWriter, r *http.Request) {
+	b, err := a.b.HAR(r.PathValue("id"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+func (a *api) call(w http.ResponseWriter, r *http.Request) {
+	var args []json.RawMessage
+	if err := decodeJSON(w, r, &args, true); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	v, err := a.b.Call(r.Context(), r.PathValue("id"), r.PathValue("method"), args)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *api) kv(w http.ResponseWriter, r *http.Request) (jsapi.KV, string, bool) {
+	binding := r.PathValue("binding")
+	kv, ok := a.b.KV(binding)
+	if !ok {
+		writeError(w, Errorf(http.StatusNotFound, "no KV binding %q", binding))
+		return nil, "", false
+	}
+	key := r.PathValue("key")
+	if key == "" {
+		writeError(w, Errorf(http.StatusBadRequest, "empty KV key"))
+		return nil, "", false
+	}
+	return kv, key, true
+}
+
+func (a *api) kvPut(w http.ResponseWriter, r *http.Request) {
+	kv, key, ok := a.kv(w, r)
+	if !ok {
+		return
+	}
+	val, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxKVValue))
+	if err != nil {
+		writeError(w, bodyError(err))
+		return
+	}
+	if err := kv.Put(r.Context(), key, val, time.Time{}); err != nil {
+		a.log.Error("kv put failed", "binding", r.PathValue("binding"), "error", err)
+		writeError(w, Errorf(http.StatusInternalServerError, "kv put failed"))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *api) kvGet(w http.ResponseWriter, r *http.Request) {
+	kv, key, ok := a.kv(w, r)
+	if !ok {
+		return
+	}
+	val, found, err := kv.Get(r.Context(), key)
+	if err != nil {
+		a.log.Error("kv get failed", "binding", r.PathValue("binding"), "error", err)
+		writeError(w, Errorf(http.StatusInternalServerError, "kv get failed"))
+		return
+	}
+	if !found {
+		writeError(w, Errorf(http.StatusNotFound, "no such key"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(val)
+}
+
+func (a *api) kvDelete(w http.ResponseWriter, r *http.Request) {
+	kv, key, ok := a.kv(w, r)
+	if !ok {
+		return
+	}
+	if err := kv.Delete(r.Context(), key); err != nil {
+		a.log.Error("kv delete failed", "binding", r.PathValue("binding"), "error", err)
+		writeError(w, Errorf(http.StatusInternalServerError, "kv delete failed"))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// decodeJSON reads one JSON value, size-limited. An empty body is allowed
+// only when emptyOK, and leaves v untouched.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if err != nil {
+		return bodyError(err)
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		if emptyOK {
+			return nil
+		}
+		return Errorf(http.StatusBadRequest, "empty body: a JSON value is required")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	if err := dec.Decode(v); err != nil {
+		return Errorf(http.StatusBadRequest, "malformed JSON body: %v", jsonErrorText(err))
+	}
+	if dec.More() {
+		return Errorf(http.StatusBadRequest, "malformed JSON body: trailing data after the value")
+	}
+	return nil
+}
+
+// jsonErrorText describes a decoding error without echoing the input.
+func jsonErrorText(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("expected %s, got JSON %s", te.Type, te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("syntax error at offset %d", se.Offset)
+	}
+	return "invalid JSON"
+}
+
+func bodyError(err error) error {
+	var mb *http.MaxBytesError
+	if errors.As(err, &mb) {
+		return Errorf(http.StatusRequestEntityTooLarge, "body larger than %d bytes", mb.Limit)
+	}
+	return Errorf(http.StatusBadRequest, "reading body: %v", err)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, Errorf(http.StatusInternalServerError, "encoding answer failed"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// fail answers with err, logging errors the caller is not shown.
+func (a *api) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		a.log.Error("control API call failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	writeError(w, err)
+}
+
+// writeError answers with {"error": ...}. Errors that are not *Error are
+// internal: their text may carry detail the caller must not see.
+func writeError(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Status: http.StatusInternalServerError, Msg: "internal error"}
+	}
+	b, _ := json.Marshal(map[string]string{"error": e.Msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(e.Status)
+	w.Write(append(b, '\n'))
+}
