@@ -1,0 +1,157 @@
+package hostmatch
+
+import "net/netip"
+
+// List is a compiled allowedHosts or deniedHosts list. Exact names and IPs
+// are found by one map lookup; globs and CIDRs are tried in order. A List is
+// immutable once compiled and safe for concurrent use.
+type List struct {
+	patterns []Pattern
+	exact    map[string]struct{}
+	ordered  []Pattern // globs and CIDRs, in list order
+	cidrs    bool
+	any      bool // a "*" entry: everything matches
+}
+
+// Compile parses every pattern. The error names the first bad pattern.
+func Compile(patterns []string) (*List, error) {
+	l := &List{exact: make(map[string]struct{}, len(patterns))}
+	for _, raw := range patterns {
+		p, err := Parse(raw)
+		if err != nil {
+			return nil, err
+		}
+		l.patterns = append(l.patterns, p)
+		switch p.kind {
+		case Exact:
+			l.exact[p.norm] = struct{}{}
+		case Glob:
+			if len(p.segs) == 0 {
+				l.any = true
+			}
+			l.ordered = append(l.ordered, p)
+		case CIDR:
+			l.cidrs = true
+			l.ordered = append(l.ordered, p)
+		}
+	}
+	return l, nil
+}
+
+// Match reports whether the canonical host h matches any pattern.
+func (l *List) Match(h string) bool {
+	if l.any {
+		return true
+	}
+	h = unmapped(h)
+	if _, ok := l.exact[h]; ok {
+		return true
+	}
+	if len(l.ordered) == 0 {
+		return false
+	}
+	var ip netip.Addr
+	isIP := false
+	if l.cidrs {
+		ip, isIP = ipOf(h)
+	}
+	for i := range l.ordered {
+		p := &l.ordered[i]
+		if p.kind == CIDR {
+			if isIP && p.prefix.Contains(ip) {
+				return true
+			}
+			continue
+		}
+		if p.matchGlob(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// Len returns the number of patterns.
+func (l *List) Len() int { return len(l.patterns) }
+
+// Patterns returns the compiled patterns in list order.
+func (l *List) Patterns() []Pattern { return l.patterns }
+
+// Table maps patterns to values for outboundByHost: Lookup tries the exact
+// key first, then the first glob or CIDR key in insertion order. When two
+// keys normalise to the same pattern, the first one added wins.
+type Table[V any] struct {
+	exact   map[string]entry[V]
+	ordered []entry[V]
+}
+
+type entry[V any] struct {
+	pat Pattern
+	val V
+}
+
+// Add parses pattern and appends it with its value. It reports false,
+// without error, when an equal pattern is already in the table.
+func (t *Table[V]) Add(pattern string, v V) (bool, error) {
+	p, err := Parse(pattern)
+	if err != nil {
+		return false, err
+	}
+	if p.kind == Exact {
+		if t.exact == nil {
+			t.exact = make(map[string]entry[V])
+		}
+		if _, dup := t.exact[p.norm]; dup {
+			return false, nil
+		}
+		t.exact[p.norm] = entry[V]{p, v}
+		return true, nil
+	}
+	for _, e := range t.ordered {
+		if e.pat.norm == p.norm {
+			return false, nil
+		}
+	}
+	t.ordered = append(t.ordered, entry[V]{p, v})
+	return true, nil
+}
+
+// Lookup returns the value of the pattern that decides the canonical host h.
+func (t *Table[V]) Lookup(h string) (V, bool) {
+	h = unmapped(h)
+	if e, ok := t.exact[h]; ok {
+		return e.val, true
+	}
+	var ip netip.Addr
+	isIP, parsed := false, false
+	for i := range t.ordered {
+		e := &t.ordered[i]
+		if e.pat.kind == CIDR {
+			if !parsed {
+				ip, isIP = ipOf(h)
+				parsed = true
+			}
+			if isIP && e.pat.prefix.Contains(ip) {
+				return e.val, true
+			}
+			continue
+		}
+		if e.pat.matchGlob(h) {
+			return e.val, true
+		}
+	}
+	var zero V
+	return zero, false
+}
+
+// Len returns the number of distinct patterns.
+func (t *Table[V]) Len() int { return len(t.exact) + len(t.ordered) }
+
+// Normalize returns the normalised form of a pattern, which is the identity
+// of a key: two patterns with the same normal form are the same key.
+func Normalize(pattern string) (string, error) {
+	p, err := Parse(pattern)
+	if err != nil {
+		return "", err
+	}
+	return p.norm, nil
+}
