@@ -1,0 +1,349 @@
+// Package upstream owns the way out to the network: one tuned http.Transport
+// shared by the proxy's forwarding path and by fetch() in handlers, the
+// guarded dialer used for it and for raw CONNECT tunnels, the operator's
+// --resolve and --connect-to overrides, and the classification of upstream
+// errors into the kinds that metrics count and the sandbox sees as a status.
+//
+// Every dial goes through the private-network guard (netguard) in
+// net.Dialer.Control. Overrides change only where a dial goes: the request,
+// its policy, SNI and the certificate check keep the requested host. It does
+// not decide policy.
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/outbound-dev/outbound/handlers/host"
+	"github.com/outbound-dev/outbound/proxy/netguard"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultDialTimeout           = 10 * time.Second
+	DefaultTLSHandshakeTimeout   = 10 * time.Second
+	DefaultResponseHeaderTimeout = 120 * time.Second // slow APIs (LLMs) answer late
+	DefaultIdleConnTimeout       = 90 * time.Second
+	DefaultMaxIdleConns          = 1024
+	DefaultMaxIdleConnsPerHost   = 64
+)
+
+// Options configure a Transport.
+type Options struct {
+	// Guard checks every resolved address before it is dialled. Required.
+	Guard *netguard.Guard
+	// RootCAs verifies upstream certificates. Nil means the system roots;
+	// see Roots to add --upstream-ca files.
+	RootCAs *x509.CertPool
+	// Resolve and ConnectTo are the parsed --resolve and --connect-to flags.
+	Resolve   []Override
+	ConnectTo []Override
+
+	DialTimeout           time.Duration
+	TLSHandshakeTimeout   time.Duration
+	ResponseHeaderTimeout time.Duration
+	IdleConnTimeout       time.Duration
+	MaxIdleConns          int
+	MaxIdleConnsPerHost   int
+
+	// OnError, when set, is told the kind of every failed dial or round
+	// trip, for metrics.
+	OnError func(Kind)
+}
+
+// Transport is the shared upstream transport. Safe for concurrent use.
+type Transport struct {
+	rt      *http.Transport
+	dialer  *net.Dialer
+	routes  map[string]string // "host:port" -> dial address, from the overrides
+	onError func(Kind)
+}
+
+// New builds the Transport.
+func New(opts Options) (*Transport, error) {
+	if opts.Guard == nil {
+		return nil, errors.New("upstream: a netguard.Guard is required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.DialTimeout, DefaultDialTimeout)
+	def(&opts.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	def(&opts.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+	def(&opts.IdleConnTimeout, DefaultIdleConnTimeout)
+	if opts.MaxIdleConns <= 0 {
+		opts.MaxIdleConns = DefaultMaxIdleConns
+	}
+	if opts.MaxIdleConnsPerHost <= 0 {
+		opts.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	routes := make(map[string]string)
+	// --connect-to is applied over --resolve when both name a target, as the
+	// more specific instruction.
+	for _, o := range opts.Resolve {
+		routes[o.key()] = o.dialAddr()
+	}
+	for _, o := range opts.ConnectTo {
+		routes[o.key()] = o.dialAddr()
+	}
+	t := &Transport{
+		dialer: &net.Dialer{
+			Timeout:   opts.DialTimeout,
+			KeepAlive: 30 * time.Second,
+			Control:   opts.Guard.Control,
+		},
+		routes:  routes,
+		onError: opts.OnError,
+	}
+	t.rt = &http.Transport{
+		Proxy:                 nil, // never chain to the environment's proxy
+		DialContext:           t.dial,
+		TLSClientConfig:       &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   opts.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: opts.ResponseHeaderTimeout,
+		IdleConnTimeout:       opts.IdleConnTimeout,
+		MaxIdleConns:          opts.MaxIdleConns,
+		MaxIdleConnsPerHost:   opts.MaxIdleConnsPerHost,
+		ExpectContinueTimeout: time.Second,
+		// A proxy passes Accept-Encoding and bodies through untouched.
+		DisableCompression: true,
+	}
+	return t, nil
+}
+
+// RoundTrip sends one request upstream. req.URL must be absolute.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := t.rt.RoundTrip(req)
+	if err != nil {
+		t.report(err)
+	}
+	return res, err
+}
+
+// DialContext dials addr ("host:port") through the overrides and the guard,
+// for raw CONNECT tunnels.
+func (t *Transport) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := t.dial(ctx, network, addr)
+	if err != nil {
+		t.report(err)
+	}
+	return c, err
+}
+
+// CloseIdleConnections closes idle pooled connections.
+func (t *Transport) CloseIdleConnections() { t.rt.CloseIdleConnections() }
+
+func (t *Transport) report(err error) {
+	if t.onError != nil {
+		t.onError(Classify(err))
+	}
+}
+
+func (t *Transport) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if len(t.routes) > 0 {
+		if h, port, err := host.SplitHostPort(addr, ""); err == nil {
+			if to, ok := t.routes[joinHostPort(h, port)]; ok {
+				addr = to
+			}
+		}
+	}
+	c, err := t.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: dial %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+func joinHostPort(h string, port int) string { return net.JoinHostPort(h, strconv.Itoa(port)) }
+
+// Override sends dials for Host:Port to Addr:DialPort.
+type Override struct {
+	Host     string // normalised
+	Port     int
+	Addr     string // IP or name to dial
+	DialPort int
+}
+
+func (o Override) key() string      { return joinHostPort(o.Host, o.Port) }
+func (o Override) dialAddr() string { return joinHostPort(o.Addr, o.DialPort) }
+
+// ParseResolve parses curl's --resolve HOST:PORT:ADDR. ADDR is an IP address,
+// IPv6 optionally in brackets; when curl's list form is given only the first
+// address is used.
+func ParseResolve(s string) (Override, error) {
+	parts, err := splitColons(s, 3)
+	if err != nil {
+		return Override{}, fmt.Errorf("upstream: --resolve %q: want HOST:PORT:ADDR: %w", s, err)
+	}
+	o, err := parseTarget(parts[0], parts[1])
+	if err != nil {
+		return Override{}, fmt.Errorf("upstream: --resolve %q: %w", s, err)
+	}
+	addr, _, _ := strings.Cut(parts[2], ",")
+	ip, err := host.Normalize(addr)
+	if err != nil || !isIP(ip) {
+		return Override{}, fmt.Errorf("upstream: --resolve %q: ADDR %q is not an IP address", s, addr)
+	}
+	o.Addr, o.DialPort = ip, o.Port
+	return o, nil
+}
+
+// ParseConnectTo parses curl's --connect-to HOST:PORT:ADDR:PORT2. ADDR may be
+// a name (resolved at dial time, and guarded like any other); IPv6 in brackets.
+func ParseConnectTo(s string) (Override, error) {
+	parts, err := splitColons(s, 4)
+	if err != nil {
+		return Override{}, fmt.Errorf("upstream: --connect-to %q: want HOST:PORT:ADDR:PORT2: %w", s, err)
+	}
+	o, err := parseTarget(parts[0], parts[1])
+	if err != nil {
+		return Override{}, fmt.Errorf("upstream: --connect-to %q: %w", s, err)
+	}
+	addr, err := host.Normalize(parts[2])
+	if err != nil {
+		return Override{}, fmt.Errorf("upstream: --connect-to %q: ADDR: %w", s, err)
+	}
+	p, err := parsePort(parts[3])
+	if err != nil {
+		return Override{}, fmt.Errorf("upstream: --connect-to %q: PORT2: %w", s, err)
+	}
+	o.Addr, o.DialPort = addr, p
+	return o, nil
+}
+
+func parseTarget(h, p string) (Override, error) {
+	n, err := host.Normalize(h)
+	if err != nil {
+		return Override{}, fmt.Errorf("HOST: %w", err)
+	}
+	port, err := parsePort(p)
+	if err != nil {
+		return Override{}, fmt.Errorf("PORT: %w", err)
+	}
+	return Override{Host: n, Port: port}, nil
+}
+
+func parsePort(p string) (int, error) {
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("port %q is not in 1..65535", p)
+	}
+	return n, nil
+}
+
+func isIP(h string) bool { return net.ParseIP(h) != nil }
+
+// splitColons splits s into n fields on ':', keeping bracketed IPv6 whole.
+func splitColons(s string, n int) ([]string, error) {
+	var out []string
+	for len(out) < n-1 {
+		if strings.HasPrefix(s, "[") {
+			end := strings.IndexByte(s, ']')
+			if end < 0 || end+1 < len(s) && s[end+1] != ':' {
+				return nil, errors.New("unterminated bracket")
+			}
+			out = append(out, s[:end+1])
+			if end+1 >= len(s) {
+				return nil, errors.New("too few fields")
+			}
+			s = s[end+2:]
+			continue
+		}
+		i := strings.IndexByte(s, ':')
+		if i < 0 {
+			return nil, errors.New("too few fields")
+		}
+		out = append(out, s[:i])
+		s = s[i+1:]
+	}
+	out = append(out, s)
+	for _, f := range out {
+		if f == "" {
+			return nil, errors.New("empty field")
+		}
+	}
+	return out, nil
+}
+
+// Roots returns the system roots plus the certificates in pems
+// (--upstream-ca files). Each PEM must hold at least one certificate.
+func Roots(pems ...[]byte) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for i, p := range pems {
+		if !pool.AppendCertsFromPEM(p) {
+			return nil, fmt.Errorf("upstream: extra root bundle %d holds no PEM certificate", i+1)
+		}
+	}
+	return pool, nil
+}
+
+// Kind classifies an upstream failure for metrics and for the status the
+// sandbox gets.
+type Kind string
+
+// The kinds of upstream failure.
+const (
+	KindDeny    Kind = "deny"    // the private-network guard refused the address
+	KindDNS     Kind = "dns"     // the name did not resolve
+	KindRefused Kind = "refused" // connection refused
+	KindTLS     Kind = "tls"     // handshake or certificate failure
+	KindTimeout Kind = "timeout" // dial, handshake or response header timeout
+	KindOther   Kind = "other"
+)
+
+// Status is the HTTP status the sandbox gets for this kind: 504 for a
+// timeout, 502 for everything else.
+func (k Kind) Status() int {
+	if k == KindTimeout {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// Classify names the kind of an upstream error.
+func Classify(err error) Kind {
+	var (
+		dnsErr  *net.DNSError
+		verify  *tls.CertificateVerificationError
+		record  tls.RecordHeaderError
+		alert   tls.AlertError
+		unknown x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		invalid x509.CertificateInvalidError
+		netErr  net.Error
+	)
+	switch {
+	case err == nil:
+		return ""
+	case netguard.IsDenyError(err):
+		return KindDeny
+	case errors.As(err, &dnsErr):
+		return KindDNS
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return KindTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return KindRefused
+	case errors.As(err, &verify), errors.As(err, &record), errors.As(err, &alert),
+		errors.As(err, &unknown), errors.As(err, &hostErr), errors.As(err, &invalid):
+		return KindTLS
+	case strings.Contains(err.Error(), "tls: "):
+		// crypto/tls reports most handshake failures as plain errors.
+		return KindTLS
+	}
+	return KindOther
+}
