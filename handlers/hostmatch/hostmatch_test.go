@@ -130,7 +130,7 @@ func TestPatternMatch(t *testing.T) {
 		if got := p.Match(tt.host); got != tt.want {
 			t.Errorf("Parse(%q) (normalised %q).Match(%q) = %v, want %v", tt.pattern, p, tt.host, got, tt.want)
 		}
-		l, _ := Compile([]string{"unrelated.example", tt.pattern})
+		l, _ := Compile([]string{"unrelated.example", "*.unrelated.com", "*x.example.com", "un.*", tt.pattern})
 		if got := l.Match(tt.host); got != tt.want {
 			t.Errorf("List[%q].Match(%q) = %v, want %v", tt.pattern, tt.host, got, tt.want)
 		}

@@ -1,33 +1,61 @@
 package hostmatch
 
-import "net/netip"
+import (
+	"net/netip"
+	"strings"
+)
 
 // List is a compiled allowedHosts or deniedHosts list. Exact names and IPs
-// are found by one map lookup; globs and CIDRs are tried in order. A List is
-// immutable once compiled and safe for concurrent use.
+// are found by one map lookup. Suffix globs ("*.example.com") are indexed by
+// the whole labels they end in, so a miss costs a few map lookups rather than
+// a scan; other globs and CIDRs are tried in order. A List is immutable once
+// compiled and safe for concurrent use.
 type List struct {
 	patterns []Pattern
 	exact    map[string]struct{}
-	ordered  []Pattern // globs and CIDRs, in list order
+	suffix   map[string][]*Pattern // whole-label suffix → suffix globs
+	ordered  []*Pattern            // other globs and CIDRs, in list order
 	cidrs    bool
 	any      bool // a "*" entry: everything matches
 }
 
+// suffixKey returns the whole labels a suffix glob's host must end in: for
+// "*x.example.com" that is "example.com". ok is false for other globs.
+func suffixKey(p *Pattern) (string, bool) {
+	if !p.lead || p.trail || len(p.segs) != 1 {
+		return "", false
+	}
+	lit := p.segs[0]
+	i := strings.IndexByte(lit, '.')
+	if i < 0 || i == len(lit)-1 {
+		return "", false
+	}
+	return lit[i+1:], true
+}
+
 // Compile parses every pattern. The error names the first bad pattern.
 func Compile(patterns []string) (*List, error) {
-	l := &List{exact: make(map[string]struct{}, len(patterns))}
+	l := &List{exact: make(map[string]struct{}, len(patterns)), suffix: map[string][]*Pattern{}}
+	l.patterns = make([]Pattern, 0, len(patterns))
 	for _, raw := range patterns {
 		p, err := Parse(raw)
 		if err != nil {
 			return nil, err
 		}
 		l.patterns = append(l.patterns, p)
+	}
+	for i := range l.patterns {
+		p := &l.patterns[i]
 		switch p.kind {
 		case Exact:
 			l.exact[p.norm] = struct{}{}
 		case Glob:
 			if len(p.segs) == 0 {
 				l.any = true
+			}
+			if k, ok := suffixKey(p); ok {
+				l.suffix[k] = append(l.suffix[k], p)
+				continue
 			}
 			l.ordered = append(l.ordered, p)
 		case CIDR:
@@ -47,6 +75,18 @@ func (l *List) Match(h string) bool {
 	if _, ok := l.exact[h]; ok {
 		return true
 	}
+	if len(l.suffix) > 0 {
+		for i := len(h) - 1; i >= 0; i-- {
+			if h[i] != '.' {
+				continue
+			}
+			for _, p := range l.suffix[h[i+1:]] {
+				if p.matchGlob(h) {
+					return true
+				}
+			}
+		}
+	}
 	if len(l.ordered) == 0 {
 		return false
 	}
@@ -55,8 +95,7 @@ func (l *List) Match(h string) bool {
 	if l.cidrs {
 		ip, isIP = ipOf(h)
 	}
-	for i := range l.ordered {
-		p := &l.ordered[i]
+	for _, p := range l.ordered {
 		if p.kind == CIDR {
 			if isIP && p.prefix.Contains(ip) {
 				return true
