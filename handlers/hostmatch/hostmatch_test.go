@@ -314,3 +314,62 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzTable checks the indexed Table against a plain first-match scan.
+func FuzzTable(f *testing.F) {
+	f.Add("*.example.com,api.example.com,*.com,*", "api.example.com")
+	f.Add("*x.a.com,*.a.com,a.*,10.0.0.0/8,*", "yx.a.com")
+	f.Add("*.b.a.com,*.a.com,*b.a.com", "c.b.a.com")
+	f.Add("*.com,*.example.com", "www.example.com")
+	f.Add("10.0.0.0/8,10.*,10.1.2.3", "::ffff:10.1.2.3")
+	f.Fuzz(func(t *testing.T, list, rawHost string) {
+		h, err := host.Normalize(rawHost)
+		if err != nil {
+			return
+		}
+		var tab Table[int]
+		var pats []Pattern
+		for i, raw := range strings.Split(list, ",") {
+			if i == 8 {
+				break
+			}
+			p, err := Parse(raw)
+			if err != nil {
+				continue
+			}
+			if added, _ := tab.Add(raw, i); !added {
+				continue
+			}
+			pats = append(pats, p)
+		}
+		want, wantOK := -1, false
+		for _, p := range pats { // exact first
+			if p.Kind() == Exact && p.Match(h) {
+				want, wantOK = indexOf(list, p.Raw()), true
+				break
+			}
+		}
+		if !wantOK {
+			for _, p := range pats {
+				if p.Kind() != Exact && p.Match(h) {
+					want, wantOK = indexOf(list, p.Raw()), true
+					break
+				}
+			}
+		}
+		got, ok := tab.Lookup(h)
+		if ok != wantOK || (ok && got != want) {
+			t.Fatalf("Lookup(%q) in %q = %d, %v; want %d, %v", h, list, got, ok, want, wantOK)
+		}
+	})
+}
+
+// indexOf returns the position of the first element equal to raw.
+func indexOf(list, raw string) int {
+	for i, s := range strings.Split(list, ",") {
+		if s == raw {
+			return i
+		}
+	}
+	return -1
+}

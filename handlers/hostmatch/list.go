@@ -117,10 +117,16 @@ func (l *List) Patterns() []Pattern { return l.patterns }
 
 // Table maps patterns to values for outboundByHost: Lookup tries the exact
 // key first, then the first glob or CIDR key in insertion order. When two
-// keys normalise to the same pattern, the first one added wins.
+// keys normalise to the same pattern, the first one added wins. Suffix globs
+// are indexed as in List; the index keeps insertion order by position.
+// The zero Table is empty and ready to use; a Table must not be modified
+// while it is being read.
 type Table[V any] struct {
 	exact   map[string]entry[V]
-	ordered []entry[V]
+	ordered []entry[V]       // globs and CIDRs, in insertion order
+	suffix  map[string][]int // whole-label suffix → positions in ordered, ascending
+	other   []int            // positions of unindexed entries, ascending
+	cidrs   bool
 }
 
 type entry[V any] struct {
@@ -150,7 +156,17 @@ func (t *Table[V]) Add(pattern string, v V) (bool, error) {
 			return false, nil
 		}
 	}
+	pos := len(t.ordered)
 	t.ordered = append(t.ordered, entry[V]{p, v})
+	if k, ok := suffixKey(&p); ok {
+		if t.suffix == nil {
+			t.suffix = make(map[string][]int)
+		}
+		t.suffix[k] = append(t.suffix[k], pos)
+	} else {
+		t.other = append(t.other, pos)
+		t.cidrs = t.cidrs || p.kind == CIDR
+	}
 	return true, nil
 }
 
@@ -160,23 +176,47 @@ func (t *Table[V]) Lookup(h string) (V, bool) {
 	if e, ok := t.exact[h]; ok {
 		return e.val, true
 	}
-	var ip netip.Addr
-	isIP, parsed := false, false
-	for i := range t.ordered {
-		e := &t.ordered[i]
-		if e.pat.kind == CIDR {
-			if !parsed {
-				ip, isIP = ipOf(h)
-				parsed = true
+	best := len(t.ordered) // the earliest matching position so far
+	if len(t.suffix) > 0 {
+		for i := len(h) - 1; i >= 0; i-- {
+			if h[i] != '.' {
+				continue
 			}
-			if isIP && e.pat.prefix.Contains(ip) {
-				return e.val, true
+			for _, pos := range t.suffix[h[i+1:]] {
+				if pos >= best {
+					break
+				}
+				if t.ordered[pos].pat.matchGlob(h) {
+					best = pos
+					break
+				}
+			}
+		}
+	}
+	var ip netip.Addr
+	isIP := false
+	if t.cidrs {
+		ip, isIP = ipOf(h)
+	}
+	for _, pos := range t.other {
+		if pos >= best {
+			break
+		}
+		p := &t.ordered[pos].pat
+		if p.kind == CIDR {
+			if isIP && p.prefix.Contains(ip) {
+				best = pos
+				break
 			}
 			continue
 		}
-		if e.pat.matchGlob(h) {
-			return e.val, true
+		if p.matchGlob(h) {
+			best = pos
+			break
 		}
+	}
+	if best < len(t.ordered) {
+		return t.ordered[best].val, true
 	}
 	var zero V
 	return zero, false

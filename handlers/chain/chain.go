@@ -1,0 +1,278 @@
+// Package chain owns the decision: the nine steps of semantics.md
+// "Evaluation order" over a class's compiled static config and an
+// instance's compiled runtime overrides, for plain requests (Decide) and for
+// CONNECT (ConnectDecide). It is pure: it never enters JS, never touches the
+// network, and never changes state. Running the chosen handler is the
+// engine's job; keeping and persisting overrides is package instances'.
+package chain
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/outbound-dev/outbound/engine"
+	"github.com/outbound-dev/outbound/handlers/hostmatch"
+)
+
+// Step is the step of the chain that decided. Logs and metrics read it.
+type Step uint8
+
+const (
+	StepDenied          Step = iota + 1 // 1: deniedHosts matched
+	StepNotAllowed                      // 2: allowedHosts set and did not match
+	StepByHostRuntime                   // 3: setOutboundByHost handler
+	StepByHost                          // 4: static outboundByHost handler
+	StepOutboundRuntime                 // 5: setOutboundHandler handler
+	StepOutbound                        // 6: static outbound
+	StepAllowedFallback                 // 7: allowedHosts set and matched: forward
+	StepInternet                        // 8: enableInternet: forward
+	StepDefaultDeny                     // 9: nothing allowed it
+	StepIntercept                       // CONNECT only: TLS is terminated, inner requests decide
+)
+
+var stepNames = [...]string{
+	StepDenied:          "denied",
+	StepNotAllowed:      "not_allowed",
+	StepByHostRuntime:   "by_host_runtime",
+	StepByHost:          "by_host",
+	StepOutboundRuntime: "outbound_runtime",
+	StepOutbound:        "outbound",
+	StepAllowedFallback: "allowed_fallback",
+	StepInternet:        "internet",
+	StepDefaultDeny:     "default_deny",
+	StepIntercept:       "intercept",
+}
+
+// String returns the step's name as logs, metrics and ctx.reason use it.
+func (s Step) String() string {
+	if int(s) < len(stepNames) && stepNames[s] != "" {
+		return stepNames[s]
+	}
+	return fmt.Sprintf("step(%d)", uint8(s))
+}
+
+// Blocks reports whether the step blocks the request.
+func (s Step) Blocks() bool {
+	return s == StepDenied || s == StepNotAllowed || s == StepDefaultDeny
+}
+
+// RunsHandler reports whether the step runs a script handler.
+func (s Step) RunsHandler() bool {
+	return s >= StepByHostRuntime && s <= StepOutbound
+}
+
+// Forwards reports whether the step sends the request to the network as is.
+func (s Step) Forwards() bool {
+	return s == StepAllowedFallback || s == StepInternet
+}
+
+// Decision is the chain's answer for one request.
+type Decision struct {
+	Step Step
+	// Handler is the handler to run when Step.RunsHandler().
+	Handler engine.HandlerRef
+	// Params is the JSON of the runtime params for runtime steps; nil means
+	// none were given (ctx.params is undefined).
+	Params json.RawMessage
+	// StaleByHost and StaleOutbound name runtime overrides that matched but
+	// were skipped because the script has no such handler any more.
+	StaleByHost, StaleOutbound string
+}
+
+// Reason is the step name, as the blocked hook's ctx.reason.
+func (d Decision) Reason() string { return d.Step.String() }
+
+// ClassPolicy is one class's static config, compiled. Immutable.
+type ClassPolicy struct {
+	Name           string
+	EnableInternet bool
+	InterceptHTTPS bool
+	HasOutbound    bool
+	allowed        *hostmatch.List // nil when the class does not set allowedHosts
+	denied         *hostmatch.List
+	byHost         hostmatch.Table[string] // value: the key as written in the script
+	handlers       map[string]struct{}
+	config         engine.ClassConfig
+}
+
+// CompileClass compiles one class. An error names the class and the pattern.
+func CompileClass(c engine.ClassConfig) (*ClassPolicy, error) {
+	p := &ClassPolicy{
+		Name:           c.Name,
+		EnableInternet: c.EnableInternet,
+		InterceptHTTPS: c.InterceptHTTPS,
+		HasOutbound:    c.HasOutbound,
+		handlers:       make(map[string]struct{}, len(c.Handlers)),
+		config:         c,
+	}
+	var err error
+	if c.AllowedHosts != nil {
+		if p.allowed, err = hostmatch.Compile(c.AllowedHosts); err != nil {
+			return nil, fmt.Errorf("class %s: allowedHosts: %w", c.Name, err)
+		}
+	}
+	if c.DeniedHosts != nil {
+		if p.denied, err = hostmatch.Compile(c.DeniedHosts); err != nil {
+			return nil, fmt.Errorf("class %s: deniedHosts: %w", c.Name, err)
+		}
+	}
+	for _, k := range c.ByHostKeys {
+		if _, err := p.byHost.Add(k, k); err != nil {
+			return nil, fmt.Errorf("class %s: outboundByHost: %w", c.Name, err)
+		}
+	}
+	for _, h := range c.Handlers {
+		p.handlers[h] = struct{}{}
+	}
+	return p, nil
+}
+
+// HasHandler reports whether outboundHandlers has name.
+func (p *ClassPolicy) HasHandler(name string) bool {
+	_, ok := p.handlers[name]
+	return ok
+}
+
+// Config returns the static config the policy was compiled from. Its slices
+// are shared and must not be modified.
+func (p *ClassPolicy) Config() engine.ClassConfig { return p.config }
+
+// ScriptPolicy is every class of one script generation, compiled.
+type ScriptPolicy struct {
+	Info    *engine.ScriptInfo
+	classes map[string]*ClassPolicy
+}
+
+// CompileScript compiles every class of a loaded script. Hot reload calls it
+// once per generation; a bad pattern fails the generation.
+func CompileScript(info *engine.ScriptInfo) (*ScriptPolicy, error) {
+	s := &ScriptPolicy{Info: info, classes: make(map[string]*ClassPolicy, len(info.Classes))}
+	for _, c := range info.Classes {
+		if _, dup := s.classes[c.Name]; dup {
+			return nil, fmt.Errorf("class %s defined twice", c.Name)
+		}
+		p, err := CompileClass(c)
+		if err != nil {
+			return nil, err
+		}
+		s.classes[c.Name] = p
+	}
+	return s, nil
+}
+
+// Class returns the named class, or nil.
+func (s *ScriptPolicy) Class(name string) *ClassPolicy { return s.classes[name] }
+
+// DefaultClass returns the class an instance gets when it names none: the
+// only class, if the script defines exactly one.
+func (s *ScriptPolicy) DefaultClass() (string, bool) {
+	if len(s.Info.Classes) == 1 {
+		return s.Info.Classes[0].Name, true
+	}
+	return "", false
+}
+
+// effective returns the runtime list if one is set, else the class's.
+func (p *ClassPolicy) effective(rt *Runtime) (allowed, denied *hostmatch.List) {
+	allowed, denied = p.allowed, p.denied
+	if rt != nil {
+		if rt.allowed != nil {
+			allowed = rt.allowed
+		}
+		if rt.denied != nil {
+			denied = rt.denied
+		}
+	}
+	return allowed, denied
+}
+
+// Decide runs the nine steps for a request to the canonical host h. rt may
+// be nil when the instance has no overrides.
+func Decide(p *ClassPolicy, rt *Runtime, h string) Decision {
+	allowed, denied := p.effective(rt)
+	// 1, 2: the lists gate everything, handlers included.
+	if denied != nil && denied.Match(h) {
+		return Decision{Step: StepDenied}
+	}
+	if allowed != nil && !allowed.Match(h) {
+		return Decision{Step: StepNotAllowed}
+	}
+	var d Decision
+	// 3: runtime per-host; an override naming a missing handler is skipped.
+	if rt != nil {
+		if c, ok := rt.byHost.Lookup(h); ok {
+			if p.HasHandler(c.Method) {
+				return Decision{Step: StepByHostRuntime, Handler: engine.HandlerRef{Kind: engine.Named, Key: c.Method}, Params: c.Params}
+			}
+			d.StaleByHost = c.Method
+		}
+	}
+	// 4: static per-host.
+	if key, ok := p.byHost.Lookup(h); ok {
+		d.Step, d.Handler = StepByHost, engine.HandlerRef{Kind: engine.ByHost, Key: key}
+		return d
+	}
+	// 5: runtime catch-all.
+	if rt != nil && rt.outbound != nil {
+		if p.HasHandler(rt.outbound.Method) {
+			d.Step, d.Handler, d.Params = StepOutboundRuntime, engine.HandlerRef{Kind: engine.Named, Key: rt.outbound.Method}, rt.outbound.Params
+			return d
+		}
+		d.StaleOutbound = rt.outbound.Method
+	}
+	// 6: static catch-all.
+	if p.HasOutbound {
+		d.Step, d.Handler = StepOutbound, engine.HandlerRef{Kind: engine.Outbound}
+		return d
+	}
+	d.Step = fallback(p, allowed)
+	return d
+}
+
+// fallback is steps 7, 8 and 9, once the lists have let the host through.
+func fallback(p *ClassPolicy, allowed *hostmatch.List) Step {
+	switch {
+	case allowed != nil:
+		return StepAllowedFallback
+	case p.EnableInternet:
+		return StepInternet
+	default:
+		return StepDefaultDeny
+	}
+}
+
+// ConnectDecision is the chain's answer to a CONNECT.
+type ConnectDecision struct {
+	Step      Step
+	Allow     bool // open the tunnel
+	Intercept bool // terminate TLS; each inner request goes through Decide
+}
+
+// ConnectDecide decides a CONNECT to the canonical host h and port
+// (semantics.md "HTTPS and other traffic"):
+//   - interceptHttps and port 443: intercept, and decide each inner request;
+//   - port 443 without interception, or port 80: steps 1, 2, 7, 8, 9 — no
+//     handler can run on an opaque tunnel;
+//   - any other port: steps 1 and 2, then only enableInternet (step 8)
+//     opens it, so an allowed host cannot be pivoted onto SSH or SMTP.
+func ConnectDecide(p *ClassPolicy, rt *Runtime, h string, port int) ConnectDecision {
+	if p.InterceptHTTPS && port == 443 {
+		return ConnectDecision{Step: StepIntercept, Allow: true, Intercept: true}
+	}
+	allowed, denied := p.effective(rt)
+	if denied != nil && denied.Match(h) {
+		return ConnectDecision{Step: StepDenied}
+	}
+	if allowed != nil && !allowed.Match(h) {
+		return ConnectDecision{Step: StepNotAllowed}
+	}
+	var s Step
+	if port == 443 || port == 80 {
+		s = fallback(p, allowed)
+	} else if p.EnableInternet {
+		s = StepInternet
+	} else {
+		s = StepDefaultDeny
+	}
+	return ConnectDecision{Step: s, Allow: !s.Blocks()}
+}
