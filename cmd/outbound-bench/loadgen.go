@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Target is one thing the load generator drives: a URL fetched either
+// directly or through a proxy. The generator only ever connects to loopback
+// addresses: the proxy if there is one, else the URL's host.
+type Target struct {
+	Name string
+	URL  string
+	// Proxies are the proxy URLs (with credentials, if any); worker i uses
+	// Proxies[i%len]. Empty means a direct connection.
+	Proxies []*url.URL
+	// RootCAs verify the server certificate seen by the client: the
+	// upstream's for direct HTTPS, the proxy's interception CA otherwise.
+	RootCAs *x509.CertPool
+	// NewConnPerRequest disables keep-alive, so every request pays for a
+	// TCP connect, a CONNECT and a TLS handshake.
+	NewConnPerRequest bool
+	// Check decides whether a response counts as a success; nil means any
+	// 200. The body has been read in full when it runs.
+	Check func(resp *http.Response) error
+	// Observe, if set, sees every successful response as it completes.
+	Observe func(resp *http.Response, done time.Time)
+}
+
+// Stats summarises one measured run (or several merged).
+type Stats struct {
+	Requests int           `json:"requests"`
+	Errors   int           `json:"errors"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+	RPS      float64       `json:"rps"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
+	// FirstError is one error message, to say why requests failed.
+	FirstError string `json:"first_error,omitempty"`
+
+	latencies []time.Duration
+}
+
+// Percentile returns the nearest-rank p-th percentile (0 < p <= 100) of
+// sorted, or 0 for an empty slice.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p / 100 * float64(len(sorted))))
+	rank = min(max(rank, 1), len(sorted))
+	return sorted[rank-1]
+}
+
+// Merge adds the runs together: counts and time add, percentiles are
+// recomputed over all latencies.
+func Merge(runs ...Stats) Stats {
+	var s Stats
+	for _, r := range runs {
+		s.Requests += r.Requests
+		s.Errors += r.Errors
+		s.Elapsed += r.Elapsed
+		s.latencies = append(s.latencies, r.latencies...)
+		if s.FirstError == "" {
+			s.FirstError = r.FirstError
+		}
+	}
+	s.finish()
+	return s
+}
+
+func (s *Stats) finish() {
+	slices.Sort(s.latencies)
+	s.P50 = Percentile(s.latencies, 50)
+	s.P99 = Percentile(s.latencies, 99)
+	if s.Elapsed > 0 {
+		s.RPS = float64(s.Requests) / s.Elapsed.Seconds()
+	}
+}
+
+// checkLoopback refuses a target that would send load anywhere but this
+// machine. A proxied URL may name any host: the proxy maps it (with
+// --connect-to) and the proxy itself must be on loopback.
+func checkLoopback(t Target) error {
+	hosts := []string{}
+	for _, p := range t.Proxies {
+		hosts = append(hosts, p.Hostname())
+	}
+	if len(t.Proxies) == 0 {
+		u, err := url.Parse(t.URL)
+		if err != nil {
+			return fmt.Errorf("target %s: bad URL %q: %w", t.Name, t.URL, err)
+		}
+		hosts = append(hosts, u.Hostname())
+	}
+	for _, h := range hosts {
+		ip := net.ParseIP(h)
+		if ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("target %s: %q is not a loopback IP; the harness only loads this machine", t.Name, h)
+		}
+	}
+	return nil
+}
+
+func (t Target) client(worker int) *http.Client {
+	tr := &http.Transport{
+		DisableKeepAlives:   t.NewConnPerRequest,
+		MaxIdleConnsPerHost: 1,
+		DisableCompression:  true,
+		TLSClientConfig:     &tls.Config{RootCAs: t.RootCAs},
+		ForceAttemptHTTP2:   false,
+	}
+	if len(t.Proxies) > 0 {
+		tr.Proxy = http.ProxyURL(t.Proxies[worker%len(t.Proxies)])
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// Run drives t with conc closed-loop workers: each sends a request, reads
+// the whole answer, and sends the next. The first warmup is not recorded;
+// then the run is measured for dur, or until ctx ends. Every worker has its
+// own client, so keep-alive means one connection per worker.
+func Run(ctx context.Context, t Target, conc int, warmup, dur time.Duration) (Stats, error) {
+	if err := checkLoopback(t); err != nil {
+		return Stats{}, err
+	}
+	if conc < 1 {
+		return Stats{}, fmt.Errorf("target %s: concurrency %d < 1", t.Name, conc)
+	}
+	ctx, cancel := context.WithTimeout(ctx, warmup+dur)
+	defer cancel()
+	start := time.Now()
+	measureFrom := start.Add(warmup)
+	per := make([]Stats, conc)
+	var wg sync.WaitGroup
+	for i := range conc {
+		wg.Go(func() {
+			c := t.client(i)
+			defer c.CloseIdleConnections()
+			per[i] = worker(ctx, c, t, measureFrom)
+		})
+	}
+	wg.Wait()
+	end := time.Now()
+	s := Merge(per...)
+	s.Elapsed = end.Sub(measureFrom)
+	if s.Elapsed < 0 {
+		s.Elapsed = 0
+	}
+	s.finish()
+	return s, nil
+}
+
+func worker(ctx context.Context, c *http.Client, t Target, measureFrom time.Time) Stats {
+	var s Stats
+	for ctx.Err() == nil {
+		t0 := time.Now()
+		err := fetchOnce(ctx, c, t)
+		done := time.Now()
+		if ctx.Err() != nil {
+			break // cut off by the end of the run, not a failure
+		}
+		if t0.Before(measureFrom) {
+			continue
+		}
+		if err != nil {
+			s.Errors++
+			if s.FirstError == "" {
+				s.FirstError = err.Error()
+			}
+			continue
+		}
+		s.Requests++
+		s.latencies = append(s.latencies, done.Sub(t0))
+	}
+	return s
+}
+
+func fetchOnce(ctx context.Context, c *http.Client, t Target) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return fmt.Errorf("reading body: %w", err)
+	}
+	check := t.Check
+	if check == nil {
+		check = want200
+	}
+	if err := check(resp); err != nil {
+		return err
+	}
+	if t.Observe != nil {
+		t.Observe(resp, time.Now())
+	}
+	return nil
+}
+
+func want200(resp *http.Response) error {
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// Interleave measures the targets in turn, rounds times each (A B A B), so
+// that noise from the shared machine falls on all of them alike. Each
+// target's share of the time is dur, split over the rounds.
+func Interleave(ctx context.Context, targets []Target, conc, rounds int, warmup, dur time.Duration) ([]Stats, error) {
+	runs := make([][]Stats, len(targets))
+	for range rounds {
+		for i, t := range targets {
+			s, err := Run(ctx, t, conc, warmup, dur/time.Duration(rounds))
+			if err != nil {
+				return nil, err
+			}
+			runs[i] = append(runs[i], s)
+		}
+	}
+	out := make([]Stats, len(targets))
+	for i := range runs {
+		out[i] = Merge(runs[i]...)
+	}
+	return out, ctx.Err()
+}
