@@ -41,6 +41,11 @@ func serveBaseline(token string) error {
 			pr.Out.Header.Set("Authorization", "Bearer "+token)
 		},
 		Transport: tr,
+		// The client's error count says what failed; a run's end cancels
+		// in-flight requests, which is not worth a log line.
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			w.WriteHeader(http.StatusBadGateway)
+		},
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !r.URL.IsAbs() {

@@ -36,7 +36,7 @@ type options struct {
 	concurrency, scenarios      []int
 	streamBytes                 int64
 	jsonPath, outbound, mitm    string
-	script, addon               string
+	script, addon, logLevel     string
 	keep                        bool
 }
 
@@ -78,6 +78,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.mitm, "mitmdump", "mitmdump", `mitmdump binary; "" skips it`)
 	fs.StringVar(&o.script, "script", "testdata/bench/inject.js", "the credential-injection policy script")
 	fs.StringVar(&o.addon, "addon", "testdata/bench/inject_addon.py", "the equivalent mitmdump addon")
+	fs.StringVar(&o.logLevel, "outbound-log-level", "warn", "outbound's --log-level; at info it writes an audit line per request")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (proxy logs, scripts) and print its path")
 	long := fs.Bool("long", false, "longer run: 10s cells in 4 rounds, 30 reloads (explicit flags win)")
 	if err := fs.Parse(args); err != nil {

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
@@ -14,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
@@ -31,7 +29,7 @@ type outboundProc struct {
 
 // startOutbound runs bin with the bench script copied into dir. The token
 // reaches the script through a dotenv file, as secrets do in production.
-func startOutbound(ctx context.Context, bin, dir, script string, up *Upstream) (*outboundProc, error) {
+func startOutbound(ctx context.Context, bin, dir, script, logLevel string, up *Upstream) (*outboundProc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -48,52 +46,62 @@ func startOutbound(ctx context.Context, bin, dir, script string, up *Upstream) (
 		}
 	}
 	_, httpsPort, _ := net.SplitHostPort(up.HTTPSAddr)
+	// The listeners are given free ports rather than :0 because the only
+	// place outbound reports :0's choice is its info log, and at info it
+	// also writes an audit line per request, which the other proxies do not.
+	pp, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	ap, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	proxyAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(pp))
+	o.Admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(ap))
 	cmd := exec.Command(bin, "serve",
 		"--script", o.Script, "--env-file", envFile,
-		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
+		"--listen", proxyAddr, "--admin", o.Admin,
 		"--state", filepath.Join(dir, "state"),
 		"--allow-private", // the upstream is on loopback
 		"--upstream-ca", caFile,
 		"--connect-to", upstreamHost+":443:127.0.0.1:"+httpsPort,
-		"--log-format", "json", "--log-level", "info")
-	stderr, err := cmd.StderrPipe()
+		"--log-format", "json", "--log-level", logLevel)
+	logf, err := os.Create(filepath.Join(dir, "outbound.log"))
 	if err != nil {
 		return nil, err
 	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("outbound: start %s: %w", bin, err)
 	}
 	o.child = newChild("outbound", cmd, nil)
-	logf, err := os.Create(filepath.Join(dir, "outbound.log"))
-	if err != nil {
+	o.Addr = proxyAddr
+	o.api = client.New("http://"+o.Admin, "")
+	if err := o.waitReady(ctx); err != nil {
 		o.Stop()
-		return nil, err
-	}
-	r := bufio.NewReader(io.TeeReader(stderr, logf))
-	if err := o.readAddrs(ctx, r); err != nil {
-		o.Stop()
-		logf.Close()
 		return nil, fmt.Errorf("outbound (log in %s): %w", logf.Name(), err)
 	}
-	go func() {
-		io.Copy(io.Discard, r) // keep the log flowing to the file
-		logf.Close()
-	}()
-	o.api = client.New("http://"+o.Admin, "")
 	return o, nil
 }
 
-// readAddrs waits for the log line that names the listeners.
-func (o *outboundProc) readAddrs(ctx context.Context, r *bufio.Reader) error {
+// waitReady polls GET /v1/status until it answers, as the spec defines
+// readiness.
+func (o *outboundProc) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for {
-		line, err := readLine(ctx, r)
-		if err != nil {
-			return fmt.Errorf("waiting for its listen addresses: %w", err)
-		}
-		var rec struct{ Msg, Proxy, Admin string }
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Proxy != "" && rec.Admin != "" {
-			o.Addr, o.Admin = rec.Proxy, rec.Admin
+		_, err := o.api.Status(ctx)
+		if err == nil {
 			return nil
+		}
+		select {
+		case <-o.done:
+			return fmt.Errorf("exited before it was ready: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after 30s: %w", err)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -33,7 +33,7 @@ type bench struct {
 }
 
 func (b *bench) startOutbound(ctx context.Context, name string) (*outboundProc, error) {
-	o, err := startOutbound(ctx, b.outbin, filepath.Join(b.dir, name), b.opts.script, b.up)
+	o, err := startOutbound(ctx, b.outbin, filepath.Join(b.dir, name), b.opts.script, b.opts.logLevel, b.up)
 	if err != nil {
 		return nil, err
 	}
