@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Steps the proxy itself decides, for the audit log and metrics. Every other
+// step name comes from the Backend.
+const (
+	stepAuth        = "auth"         // missing or wrong credentials: 407
+	stepBadRequest  = "bad_request"  // not a proxy request, bad target: 400
+	stepMisdirected = "misdirected"  // inner Host is not the CONNECT host: 421
+	stepSelf        = "self"         // addressed to the proxy itself: 400
+	stepTunnelLimit = "tunnel_limit" // too many tunnels: 503
+	stepNoBackend   = "no_response"  // the Backend returned no response: 502
+	stepHandshake   = "tls_handshake"
+	stepDial        = "dial" // raw tunnel dial failed: 502/504
+)
+
+// Tunnel modes, for metrics and the log.
+const (
+	modeRaw       = "raw"
+	modeIntercept = "intercept"
+)
+
+// audit is the record of one request (or CONNECT tunnel) written as one log
+// line. It holds no header values and no credentials.
+type audit struct {
+	start    time.Time
+	id       string
+	instance Instance
+	method   string
+	scheme   string
+	host     string
+	port     int
+	path     string // without the query, which may carry secrets
+	step     string
+	handler  string
+	status   int
+	in, out  int64
+	err      error // Outcome.Err or a proxy-side failure; logged, never sent
+}
+
+func (s *Server) logAudit(ctx context.Context, a *audit) {
+	s.opts.Metrics.request(a.step, a.status)
+	level := slog.LevelInfo
+	if a.err != nil {
+		level = slog.LevelWarn
+	}
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	var inst, class string
+	if a.instance != nil {
+		inst, class = a.instance.ID(), a.instance.Class()
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", a.id),
+		slog.String("instance", inst),
+		slog.String("class", class),
+		slog.String("method", a.method),
+		slog.String("scheme", a.scheme),
+		slog.String("host", a.host),
+		slog.Int("port", a.port),
+		slog.String("path", a.path),
+		slog.String("step", a.step),
+		slog.String("handler", a.handler),
+		slog.Int("status", a.status),
+		slog.Int64("bytes_in", a.in),
+		slog.Int64("bytes_out", a.out),
+		slog.Duration("duration", time.Since(a.start)),
+	}
+	if a.err != nil {
+		// The Backend's error text is for the operator (interfaces.md: "the
+		// text goes to the log"); the sandbox never sees it.
+		attrs = append(attrs, slog.String("error", a.err.Error()))
+	}
+	s.log.LogAttrs(ctx, level, "request", attrs...)
+}
+
+// credentials parses "Proxy-Authorization: Basic base64(id:token)".
+func credentials(r *http.Request) (id, token string, ok bool) {
+	v := r.Header.Get("Proxy-Authorization")
+	scheme, enc, found := strings.Cut(v, " ")
+	if !found || !strings.EqualFold(scheme, "Basic") {
+		return "", "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+	if err != nil {
+		return "", "", false
+	}
+	id, token, ok = strings.Cut(string(raw), ":")
+	if !ok || id == "" {
+		return "", "", false
+	}
+	return id, token, true
+}
+
+// authenticate returns the instance the request speaks for, or nil.
+func (s *Server) authenticate(r *http.Request) Instance {
+	id, token, ok := credentials(r)
+	if !ok {
+		return nil
+	}
+	inst, ok := s.opts.Backend.Authenticate(id, token)
+	if !ok || inst == nil {
+		return nil
+	}
+	return inst
+}
+
+// plain writes a short proxy-generated answer. Its text never carries
+// internal detail.
+func plain(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+func writeProxyAuthRequired(w http.ResponseWriter) {
+	w.Header().Set("Proxy-Authenticate", `Basic realm="outbound"`)
+	plain(w, http.StatusProxyAuthRequired, "proxy authentication required")
+}

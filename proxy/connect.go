@@ -1,0 +1,330 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outbound-dev/outbound/handlers/host"
+	"github.com/outbound-dev/outbound/proxy/har"
+	"github.com/outbound-dev/outbound/proxy/upstream"
+)
+
+type tunnelKey struct{}
+
+// tunnel is an open CONNECT tunnel (mode raw or intercept) or a relayed
+// WebSocket (mode ""). Shutdown and CloseInstance close conn.
+type tunnel struct {
+	s     *Server
+	inst  Instance
+	host  string
+	port  int
+	mode  string
+	conn  net.Conn // the sandbox side, as hijacked
+	a     *audit   // logged when the tunnel ends
+	in    atomic.Int64
+	out   atomic.Int64
+	ended sync.Once
+}
+
+// track registers t so Shutdown and CloseInstance can close it.
+func (s *Server) track(t *tunnel) {
+	t.s = s
+	s.mu.Lock()
+	s.tunnels[t] = struct{}{}
+	s.mu.Unlock()
+	if s.baseCtx.Err() != nil { // shutting down: do not outlive it
+		t.conn.Close()
+	}
+}
+
+// finish releases the tunnel once: its slot, its gauge and its log line.
+func (t *tunnel) finish() {
+	t.ended.Do(func() {
+		t.conn.Close()
+		t.s.mu.Lock()
+		delete(t.s.tunnels, t)
+		t.s.mu.Unlock()
+		if t.a != nil {
+			if n := t.in.Load(); n > 0 {
+				t.a.in = n
+			}
+			if n := t.out.Load(); n > 0 {
+				t.a.out = n
+			}
+			t.s.logAudit(context.Background(), t.a)
+		}
+		if t.mode != "" {
+			t.s.opts.Metrics.tunnel(t.mode, -1)
+			t.s.releaseSlot()
+		}
+	})
+}
+
+func (s *Server) acquireSlot() bool {
+	if s.tunnelSlots.Add(1) > int64(s.opts.MaxTunnels) {
+		s.tunnelSlots.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *Server) releaseSlot() { s.tunnelSlots.Add(-1) }
+
+// serveConnect authenticates a CONNECT, asks the Backend, and then refuses
+// it, intercepts it, or opens a raw tunnel.
+func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
+	a := &audit{start: time.Now(), id: s.newRequestID(), method: http.MethodConnect}
+	handedOff := false // once a tunnel owns the audit record, it logs it
+	defer func() {
+		if !handedOff {
+			s.logAudit(r.Context(), a)
+		}
+	}()
+
+	inst := s.authenticate(r)
+	if inst == nil {
+		a.step, a.status = stepAuth, http.StatusProxyAuthRequired
+		writeProxyAuthRequired(w)
+		return
+	}
+	a.instance = inst
+	h, port, err := host.SplitHostPort(r.Host, "")
+	if err != nil {
+		a.step, a.status = stepBadRequest, http.StatusBadRequest
+		plain(w, a.status, "bad CONNECT target: want host:port")
+		return
+	}
+	a.host, a.port = h, port
+	if s.isSelf(h, port) {
+		a.step, a.status = stepSelf, http.StatusBadRequest
+		plain(w, a.status, "request addressed to the proxy itself")
+		return
+	}
+	stripRequest(r.Header)
+	if !s.acquireSlot() {
+		a.step, a.status = stepTunnelLimit, http.StatusServiceUnavailable
+		plain(w, a.status, "too many open tunnels; retry later")
+		return
+	}
+	slotHeld := true
+	defer func() {
+		if slotHeld {
+			s.releaseSlot()
+		}
+	}()
+
+	dec := s.opts.Backend.Connect(r.Context(), inst, h, port)
+	a.step = dec.Step
+	switch {
+	case !dec.Allow:
+		s.refuseConnect(w, r, inst, dec.Block, a)
+	case dec.Intercept:
+		slotHeld, handedOff = false, true
+		s.intercept(w, r, inst, h, port, a)
+	default:
+		slotHeld, handedOff = false, true
+		s.rawTunnel(w, r, inst, h, port, a)
+	}
+}
+
+// connectRecord starts the HAR entry of a CONNECT that is not intercepted.
+func (s *Server) connectRecord(r *http.Request, inst Instance, a *audit) *har.Record {
+	req := &http.Request{
+		Method: http.MethodConnect,
+		URL:    &url.URL{Opaque: net.JoinHostPort(a.host, strconv.Itoa(a.port))},
+		Proto:  r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
+		Header: r.Header, Host: r.Host,
+	}
+	return s.opts.HAR.Begin(inst.ID(), a.id, req)
+}
+
+func (s *Server) refuseConnect(w http.ResponseWriter, r *http.Request, inst Instance, block *http.Response, a *audit) {
+	rec := s.connectRecord(r, inst, a)
+	if block == nil {
+		block = &http.Response{
+			StatusCode:    520,
+			Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
+			Body:          io.NopCloser(strings.NewReader("Origin is disallowed")),
+			ContentLength: int64(len("Origin is disallowed")),
+		}
+	}
+	a.status = block.StatusCode
+	if err := s.writeResponse(w, r, block, false, a, rec, 0, nil); err != nil {
+		a.err = errors.Join(a.err, err)
+	}
+}
+
+// intercept answers 200, terminates TLS with a leaf from the instance's CA
+// for the CONNECT host, and hands the connection to the inner server.
+func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance, h string, port int, a *audit) {
+	var authority interface {
+		Leaf(string) (*tls.Certificate, error)
+	}
+	if s.opts.CAs != nil {
+		if ca, ok := s.opts.CAs.Get(inst.ID()); ok {
+			authority = ca
+		}
+	}
+	t := &tunnel{inst: inst, host: h, port: port, mode: modeIntercept, a: a}
+	if authority == nil {
+		s.releaseSlot()
+		a.status = http.StatusBadGateway
+		a.err = errors.New("no interception CA for the instance")
+		plain(w, a.status, "bad gateway")
+		s.logAudit(r.Context(), a)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.releaseSlot()
+		a.status = http.StatusInternalServerError
+		a.err = fmt.Errorf("hijack CONNECT: %w", err)
+		plain(w, a.status, "internal error")
+		s.logAudit(r.Context(), a)
+		return
+	}
+	t.conn = conn
+	s.opts.Metrics.tunnel(modeIntercept, 1)
+	s.track(t)
+	a.status = http.StatusOK
+	_ = conn.SetDeadline(time.Time{})
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		a.err = fmt.Errorf("write CONNECT response: %w", err)
+		t.finish()
+		return
+	}
+	tlsConn := tls.Server(&countConn{Conn: bufferedConn(conn, brw.Reader), t: t}, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			// An absent SNI (clients send none for IP literals) means the
+			// CONNECT host; a present one must name it.
+			if hello.ServerName != "" {
+				sni, err := host.Normalize(hello.ServerName)
+				if err != nil || sni != h {
+					return nil, fmt.Errorf("SNI %q does not match CONNECT host %q", hello.ServerName, h)
+				}
+			}
+			return authority.Leaf(h)
+		},
+	})
+	ctx, cancel := context.WithTimeout(s.baseCtx, s.opts.TLSHandshakeTimeout)
+	err = tlsConn.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		a.err = fmt.Errorf("interception TLS handshake: %w", err)
+		tlsConn.Close()
+		t.finish()
+		return
+	}
+	s.mitm.Store(tlsConn, t)
+	if err := s.innerLn.push(tlsConn); err != nil {
+		s.mitm.Delete(tlsConn)
+		a.err = fmt.Errorf("serve intercepted connection: %w", err)
+		tlsConn.Close()
+		t.finish()
+	}
+}
+
+// rawTunnel dials host:port through the guarded dialer and relays bytes.
+func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance, h string, port int, a *audit) {
+	rec := s.connectRecord(r, inst, a)
+	fail := func(status int, msg string, err error) {
+		s.releaseSlot()
+		a.status, a.err = status, errors.Join(a.err, err)
+		plain(w, status, msg)
+		rec.Finish(&http.Response{StatusCode: status, Proto: r.Proto, Header: http.Header{}}, 0, time.Since(a.start))
+		s.logAudit(r.Context(), a)
+	}
+	if s.opts.Dial == nil {
+		fail(http.StatusBadGateway, "bad gateway", errors.New("no dialer for raw tunnels"))
+		return
+	}
+	up, err := s.opts.Dial(r.Context(), "tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+	if err != nil {
+		kind := upstream.Classify(err)
+		msg := "bad gateway"
+		if kind == upstream.KindTimeout {
+			msg = "gateway timeout"
+		}
+		fail(kind.Status(), msg, fmt.Errorf("raw tunnel (%s): %w", kind, err))
+		return
+	}
+	s.hijackWG.Add(1)
+	defer s.hijackWG.Done()
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		up.Close()
+		fail(http.StatusInternalServerError, "internal error", fmt.Errorf("hijack CONNECT: %w", err))
+		return
+	}
+	t := &tunnel{inst: inst, host: h, port: port, mode: modeRaw, conn: conn, a: a}
+	s.opts.Metrics.tunnel(modeRaw, 1)
+	s.track(t)
+	defer t.finish()
+	defer up.Close()
+	a.status = http.StatusOK
+	_ = conn.SetDeadline(time.Time{})
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		a.err = fmt.Errorf("write CONNECT response: %w", err)
+		return
+	}
+	start := time.Now()
+	a.in, a.out = relay(conn, brw.Reader, up)
+	rec.Finish(&http.Response{StatusCode: http.StatusOK, Proto: r.Proto, Header: http.Header{}}, a.out, time.Since(start))
+}
+
+// bufferedConn keeps bytes the client sent right behind its CONNECT (already
+// in the server's read buffer) in front of the connection.
+func bufferedConn(c net.Conn, br *bufio.Reader) net.Conn {
+	n := br.Buffered()
+	if n == 0 {
+		return c
+	}
+	pre, _ := br.Peek(n)
+	return &prefixConn{Conn: c, pre: append([]byte(nil), pre...)}
+}
+
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// countConn counts an intercepted tunnel's bytes on the wire.
+type countConn struct {
+	net.Conn
+	t *tunnel
+}
+
+func (c *countConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.t.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.t.out.Add(int64(n))
+	return n, err
+}

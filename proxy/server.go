@@ -1,0 +1,271 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/outbound-dev/outbound/proxy/ca"
+	"github.com/outbound-dev/outbound/proxy/har"
+	"github.com/outbound-dev/outbound/proxy/netguard"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultMaxTunnels          = 4096
+	DefaultReadHeaderTimeout   = 10 * time.Second
+	DefaultIdleTimeout         = 120 * time.Second
+	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultTLSHandshakeTimeout = 10 * time.Second
+)
+
+// Options configure a Server.
+type Options struct {
+	// Backend decides and serves every request. Required.
+	Backend Backend
+	// CAs holds each instance's interception CA. Required for interception.
+	CAs *ca.Registry
+	// Dial opens raw CONNECT tunnels. It must be the guarded upstream dialer
+	// (upstream.Transport.DialContext). Required for raw tunnels.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Guard is the upstream dial guard. When set, Serve adds its listener's
+	// address to the guard's self addresses, and requests addressed to any
+	// self address are refused before reaching the Backend.
+	Guard *netguard.Guard
+	// Logger receives one audit line per request. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics, if set, counts requests, handler durations and tunnels.
+	Metrics *Metrics
+	// HAR, if set, records each instance's traffic.
+	HAR *har.Store
+
+	MaxTunnels          int           // concurrent CONNECT tunnels; more get 503
+	ReadHeaderTimeout   time.Duration // per request, outer and intercepted
+	IdleTimeout         time.Duration // keep-alive idle, outer and intercepted
+	MaxHeaderBytes      int
+	TLSHandshakeTimeout time.Duration // interception handshake
+}
+
+// Server is the proxy listener: identity, CONNECT, interception, forwarding
+// of requests to the Backend and of responses back to the sandbox.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	guard *netguard.Guard // self-address matcher (Options.Guard or a private one)
+
+	outer   *http.Server // the proxy listener(s)
+	inner   *http.Server // intercepted TLS connections, HTTP/1.1 and HTTP/2
+	innerLn *connListener
+	innerWG sync.WaitGroup
+	startIn sync.Once
+
+	baseCtx context.Context // lives until Shutdown; tunnels derive from it
+	cancel  context.CancelFunc
+
+	tunnelSlots atomic.Int64
+	mu          sync.Mutex
+	tunnels     map[*tunnel]struct{} // open tunnels and hijacked relays
+	mitm        sync.Map             // *tls.Conn -> *tunnel, for the inner server
+	hijackWG    sync.WaitGroup       // goroutines relaying hijacked connections
+
+	idPrefix string
+	idSeq    atomic.Uint64
+}
+
+// New builds a Server. It listens on nothing until Serve.
+func New(opts Options) (*Server, error) {
+	if opts.Backend == nil {
+		return nil, errors.New("proxy: Options.Backend is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxTunnels <= 0 {
+		opts.MaxTunnels = DefaultMaxTunnels
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if opts.TLSHandshakeTimeout <= 0 {
+		opts.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	var prefix [4]byte
+	if _, err := rand.Read(prefix[:]); err != nil {
+		return nil, fmt.Errorf("proxy: request id prefix: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		guard:    opts.Guard,
+		baseCtx:  ctx,
+		cancel:   cancel,
+		tunnels:  make(map[*tunnel]struct{}),
+		idPrefix: hex.EncodeToString(prefix[:]),
+		innerLn:  newConnListener(),
+	}
+	if s.guard == nil {
+		s.guard = netguard.New(netguard.Options{})
+	}
+	errLog := slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
+	s.outer = &http.Server{
+		Handler:           http.HandlerFunc(s.serveProxy),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          errLog,
+	}
+	s.inner = &http.Server{
+		Handler:           http.HandlerFunc(s.serveIntercepted),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		ErrorLog:          errLog,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if t, ok := s.mitm.Load(c); ok {
+				return context.WithValue(ctx, tunnelKey{}, t)
+			}
+			return ctx
+		},
+		ConnState: func(c net.Conn, state http.ConnState) {
+			switch state {
+			case http.StateClosed:
+				if t, ok := s.mitm.LoadAndDelete(c); ok {
+					t.(*tunnel).finish()
+				}
+			case http.StateHijacked: // the WebSocket relay now owns it and finishes the tunnel
+				s.mitm.Delete(c)
+			}
+		},
+	}
+	return s, nil
+}
+
+// Serve accepts proxy connections on ln until Shutdown. It may be called for
+// several listeners. The listener's address becomes a self address.
+func (s *Server) Serve(ln net.Listener) error {
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		s.guard.AddSelf(ap)
+	}
+	s.startIn.Do(func() {
+		s.innerWG.Add(1)
+		go func() {
+			defer s.innerWG.Done()
+			_ = s.inner.Serve(s.innerLn) // returns when Shutdown closes innerLn
+		}()
+	})
+	return s.outer.Serve(ln)
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx is
+// done, then closes every tunnel and relayed connection.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.outer.Shutdown(ctx)
+	if e := s.inner.Shutdown(ctx); err == nil {
+		err = e
+	}
+	s.innerLn.Close() // in case Serve was never called
+	s.cancel()
+	s.mu.Lock()
+	for t := range s.tunnels {
+		t.conn.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.hijackWG.Wait()
+		s.innerWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// CloseInstance closes every open tunnel and relayed connection of the
+// instance. Call it when the instance is deleted, so nothing it opened
+// outlives its credentials.
+func (s *Server) CloseInstance(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t := range s.tunnels {
+		if t.inst.ID() == id {
+			t.conn.Close()
+		}
+	}
+}
+
+// ActiveTunnels is the number of open CONNECT tunnels.
+func (s *Server) ActiveTunnels() int { return int(s.tunnelSlots.Load()) }
+
+func (s *Server) newRequestID() string {
+	return s.idPrefix + "-" + strconv.FormatUint(s.idSeq.Add(1), 10)
+}
+
+type requestIDKey struct{}
+
+// RequestID is the id the proxy gave the request (it appears in the audit
+// log and the HAR), or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// connListener hands already-accepted (intercepted, TLS-terminated)
+// connections to the inner http.Server.
+type connListener struct {
+	ch     chan net.Conn
+	done   chan struct{}
+	closer sync.Once
+}
+
+func newConnListener() *connListener {
+	return &connListener{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) push(c net.Conn) error {
+	select {
+	case l.ch <- c:
+		return nil
+	case <-l.done:
+		return net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.closer.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
