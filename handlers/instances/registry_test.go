@@ -17,7 +17,9 @@ import (
 )
 
 // policies is a swappable current script, as hot reload would have.
-type policies struct{ p atomic.Pointer[chain.ScriptPolicy] }
+type policies struct {
+	p atomic.Pointer[chain.ScriptPolicy]
+}
 
 func (p *policies) set(t testing.TB, classes ...engine.ClassConfig) {
 	t.Helper()
