@@ -132,7 +132,7 @@ func (s *syncBuffer) String() string {
 }
 
 type harness struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *Server
 	addr    string
 	backend *fakeBackend
@@ -148,6 +148,7 @@ type harnessOpts struct {
 	connectTo   []string
 	roots       *x509.CertPool
 	maxTunnels  int
+	discardLogs bool // benchmarks: format every audit line, keep none
 }
 
 const (
@@ -155,7 +156,7 @@ const (
 	tokenB = "token-b-fedcba9876543210fedcba9876543210"
 )
 
-func newHarness(t *testing.T, ho harnessOpts) *harness {
+func newHarness(t testing.TB, ho harnessOpts) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
@@ -184,13 +185,19 @@ func newHarness(t *testing.T, ho harnessOpts) *harness {
 	}
 	backend := &fakeBackend{tokens: map[string]string{"a": tokenA, "b": tokenB}, rt: up}
 	logs := &syncBuffer{}
+	var logger *slog.Logger
+	if ho.discardLogs {
+		logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	} else {
+		logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	store := har.NewStore(100)
 	srv, err := New(Options{
 		Backend:    backend,
 		CAs:        cas,
 		Dial:       up.DialContext,
 		Guard:      guard,
-		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:     logger,
 		Metrics:    m,
 		HAR:        store,
 		MaxTunnels: ho.maxTunnels,

@@ -31,14 +31,14 @@ func stripHop(h http.Header) (upgrade string, teTrailers bool) {
 	}
 	teTrailers = httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
 	for _, v := range h["Connection"] {
-		for _, name := range strings.Split(v, ",") {
+		for name := range strings.SplitSeq(v, ",") {
 			if name = textproto.TrimString(name); name != "" {
 				h.Del(name)
 			}
 		}
 	}
 	for _, k := range hopHeaders {
-		h.Del(k)
+		delete(h, k) // already canonical
 	}
 	return upgrade, teTrailers
 }

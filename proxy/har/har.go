@@ -6,9 +6,10 @@
 // handler adds upstream (injected credentials) never enters the trace.
 // Bodies are never read: only sizes and content types are recorded.
 //
-// martian's har.Logger is not used as the store: it has no bound or eviction
-// and Export hands out entries that RecordResponse later mutates. Its
-// NewRequest/NewResponse conversions and HAR types are used as they are.
+// martian's har.Logger is not used as the store: it has no bound or eviction,
+// Export hands out entries that RecordResponse later mutates, and converting
+// on the request path costs more than the proxying. A cheap snapshot is kept
+// instead and converted with martian's NewRequest/NewResponse on export.
 package har
 
 import (
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -42,11 +44,11 @@ func NewStore(perInstance int) *Store {
 }
 
 type ring struct {
-	entries []*mhar.Entry
+	entries []*exchange
 	next    int // where the next entry goes once full
 }
 
-func (r *ring) add(e *mhar.Entry, size int) {
+func (r *ring) add(e *exchange, size int) {
 	if len(r.entries) < size {
 		r.entries = append(r.entries, e)
 		return
@@ -55,47 +57,46 @@ func (r *ring) add(e *mhar.Entry, size int) {
 	r.next = (r.next + 1) % size
 }
 
+// exchange is a cheap snapshot taken on the request path; it becomes a HAR
+// entry only when the trace is exported.
+type exchange struct {
+	id       string
+	started  time.Time
+	method   string
+	url      string
+	proto    string
+	host     string
+	header   http.Header // cloned: a handler may change the request's later
+	reqBytes int64
+	chunked  bool
+
+	done      bool
+	status    int
+	resProto  string
+	resHeader http.Header
+	resBytes  int64
+	wait      time.Duration
+	total     time.Duration
+}
+
 // Record is one exchange being traced.
 type Record struct {
-	s     *Store
-	entry *mhar.Entry
-	start time.Time
+	s *Store
+	e *exchange
 }
 
 // Begin records req (its method, URL, headers and body size; never its body)
-// for instance and returns the record to Finish. Proxy-Authorization must
-// already be stripped; it is removed here again in case it was not.
+// for instance and returns the record to Finish. Proxy-Authorization is
+// never kept.
 func (s *Store) Begin(instance, id string, req *http.Request) *Record {
 	if s == nil {
 		return nil
 	}
-	// A shallow copy without a body: NewRequest then never reads or parses
-	// the body, and never logs its Content-Type through martian's logger.
-	shallow := *req
-	shallow.Body, shallow.ContentLength, shallow.TransferEncoding = nil, 0, nil
-	if req.Header.Get("Proxy-Authorization") != "" {
-		shallow.Header = req.Header.Clone()
-		shallow.Header.Del("Proxy-Authorization")
-	}
-	hreq, err := mhar.NewRequest(&shallow, false)
-	if err != nil { // cannot happen without a body; keep a minimal entry
-		hreq = &mhar.Request{Method: req.Method, URL: req.URL.String(), HTTPVersion: req.Proto}
-	}
-	hreq.BodySize = req.ContentLength
-	if req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
-		mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type"))
-		if err != nil {
-			mt = ""
-		}
-		hreq.PostData = &mhar.PostData{MimeType: mt, Params: []mhar.Param{}}
-	}
-	now := time.Now()
-	e := &mhar.Entry{
-		ID:              id,
-		StartedDateTime: now.UTC(),
-		Request:         hreq,
-		Cache:           &mhar.Cache{},
-		Timings:         &mhar.Timings{Send: 0, Wait: -1, Receive: -1},
+	h := req.Header.Clone()
+	h.Del("Proxy-Authorization")
+	e := &exchange{
+		id: id, started: time.Now(), method: req.Method, url: req.URL.String(), proto: req.Proto,
+		host: req.Host, header: h, reqBytes: req.ContentLength, chunked: len(req.TransferEncoding) > 0,
 	}
 	s.mu.Lock()
 	r := s.rings[instance]
@@ -105,62 +106,88 @@ func (s *Store) Begin(instance, id string, req *http.Request) *Record {
 	}
 	r.add(e, s.size)
 	s.mu.Unlock()
-	return &Record{s: s, entry: e, start: now}
+	return &Record{s: s, e: e}
 }
 
 // Finish records the response as sent to the sandbox: its status and headers
 // (no body), with bodyBytes the body bytes actually written and wait the
-// time until its headers were known.
+// time until its headers were known. res.Header must not change afterwards.
 func (r *Record) Finish(res *http.Response, bodyBytes int64, wait time.Duration) {
 	if r == nil {
 		return
 	}
-	hres, err := mhar.NewResponse(res, false)
-	if err != nil {
-		hres = &mhar.Response{Status: res.StatusCode, StatusText: http.StatusText(res.StatusCode)}
-	}
-	hres.BodySize = bodyBytes
-	if hres.Content != nil {
-		hres.Content.Size = bodyBytes
-	}
-	total := time.Since(r.start)
+	total := time.Since(r.e.started)
 	r.s.mu.Lock()
-	r.entry.Response = hres
-	r.entry.Time = total.Milliseconds()
-	r.entry.Timings = &mhar.Timings{Send: 0, Wait: wait.Milliseconds(), Receive: (total - wait).Milliseconds()}
+	e := r.e
+	e.done, e.status, e.resProto, e.resHeader = true, res.StatusCode, res.Proto, res.Header
+	e.resBytes, e.wait, e.total = bodyBytes, wait, total
 	r.s.mu.Unlock()
+}
+
+// entry converts the snapshot with martian's own conversions.
+func (e *exchange) entry() *mhar.Entry {
+	u, err := url.Parse(e.url)
+	if err != nil {
+		u = &url.URL{Opaque: e.url}
+	}
+	// No body on the request given to martian: it never reads or parses
+	// one, and never logs through its own logger.
+	hreq, err := mhar.NewRequest(&http.Request{Method: e.method, URL: u, Proto: e.proto, Host: e.host, Header: e.header}, false)
+	if err != nil {
+		hreq = &mhar.Request{Method: e.method, URL: e.url, HTTPVersion: e.proto}
+	}
+	hreq.BodySize = e.reqBytes
+	if e.reqBytes != 0 || e.chunked {
+		mt, _, err := mime.ParseMediaType(e.header.Get("Content-Type"))
+		if err != nil {
+			mt = ""
+		}
+		hreq.PostData = &mhar.PostData{MimeType: mt, Params: []mhar.Param{}}
+	}
+	out := &mhar.Entry{
+		ID:              e.id,
+		StartedDateTime: e.started.UTC(),
+		Request:         hreq,
+		Cache:           &mhar.Cache{},
+		Timings:         &mhar.Timings{Send: 0, Wait: -1, Receive: -1},
+	}
+	if !e.done { // still in flight: HAR wants a response object
+		out.Response = &mhar.Response{
+			Cookies: []mhar.Cookie{}, Headers: []mhar.Header{},
+			Content: &mhar.Content{}, HeadersSize: -1, BodySize: -1,
+		}
+		return out
+	}
+	hres, err := mhar.NewResponse(&http.Response{StatusCode: e.status, Proto: e.resProto, Header: e.resHeader}, false)
+	if err != nil {
+		hres = &mhar.Response{Status: e.status, StatusText: http.StatusText(e.status)}
+	}
+	hres.BodySize = e.resBytes
+	if hres.Content != nil {
+		hres.Content.Size = e.resBytes
+	}
+	out.Response = hres
+	out.Time = e.total.Milliseconds()
+	out.Timings = &mhar.Timings{Send: 0, Wait: e.wait.Milliseconds(), Receive: (e.total - e.wait).Milliseconds()}
+	return out
 }
 
 // HAR returns the instance's recent traffic as HAR 1.2 JSON, oldest first.
 // An instance without traffic gets an empty log.
 func (s *Store) HAR(instance string) ([]byte, error) {
-	s.mu.Lock()
-	var entries []mhar.Entry
-	if r := s.rings[instance]; r != nil {
-		n := len(r.entries)
-		for i := range n {
-			// Copy under the lock: Finish replaces fields, never mutates
-			// what they point to.
-			entries = append(entries, *r.entries[(r.next+i)%n])
-		}
-	}
-	s.mu.Unlock()
-
 	out := &mhar.HAR{Log: &mhar.Log{
 		Version: "1.2",
 		Creator: &mhar.Creator{Name: "outbound", Version: "1"},
-		Entries: make([]*mhar.Entry, 0, len(entries)),
+		Entries: []*mhar.Entry{},
 	}}
-	for i := range entries {
-		e := &entries[i]
-		if e.Response == nil { // still in flight: HAR wants a response object
-			e.Response = &mhar.Response{
-				Cookies: []mhar.Cookie{}, Headers: []mhar.Header{},
-				Content: &mhar.Content{}, HeadersSize: -1, BodySize: -1,
-			}
+	s.mu.Lock()
+	if r := s.rings[instance]; r != nil {
+		n := len(r.entries)
+		for i := range n {
+			out.Log.Entries = append(out.Log.Entries, r.entries[(r.next+i)%n].entry())
 		}
-		out.Log.Entries = append(out.Log.Entries, e)
 	}
+	s.mu.Unlock()
 	b, err := json.Marshal(out)
 	if err != nil {
 		return nil, fmt.Errorf("har: encode trace of instance %q: %w", instance, err)
