@@ -113,28 +113,24 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	stripRequest(r.Header)
+
+	dec := s.opts.Backend.Connect(r.Context(), inst, h, port)
+	a.step = dec.Step
+	if !dec.Allow {
+		s.refuseConnect(w, r, inst, dec.Block, a)
+		return
+	}
+	// The slot is taken here and released by the tunnel (or by the path
+	// that fails to open it, before it answers).
 	if !s.acquireSlot() {
 		a.step, a.status = stepTunnelLimit, http.StatusServiceUnavailable
 		plain(w, a.status, "too many open tunnels; retry later")
 		return
 	}
-	slotHeld := true
-	defer func() {
-		if slotHeld {
-			s.releaseSlot()
-		}
-	}()
-
-	dec := s.opts.Backend.Connect(r.Context(), inst, h, port)
-	a.step = dec.Step
-	switch {
-	case !dec.Allow:
-		s.refuseConnect(w, r, inst, dec.Block, a)
-	case dec.Intercept:
-		slotHeld, handedOff = false, true
+	handedOff = true
+	if dec.Intercept {
 		s.intercept(w, r, inst, h, port, a)
-	default:
-		slotHeld, handedOff = false, true
+	} else {
 		s.rawTunnel(w, r, inst, h, port, a)
 	}
 }
