@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -346,4 +347,22 @@ func Classify(err error) Kind {
 		return KindTLS
 	}
 	return KindOther
+}
+
+// ErrorResponse is what the sandbox gets for an upstream failure: 504 for a
+// timeout, else 502, with a fixed body that carries no internal detail. The
+// error itself belongs in the log (Outcome.Err).
+func ErrorResponse(err error) *http.Response {
+	status := Classify(err).Status()
+	body := http.StatusText(status)
+	return &http.Response{
+		StatusCode:    status,
+		Status:        strconv.Itoa(status) + " " + body,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+	}
 }

@@ -334,3 +334,20 @@ func TestNewRequiresGuard(t *testing.T) {
 		t.Fatal("New without a guard succeeded")
 	}
 }
+
+func TestErrorResponse(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{context.DeadlineExceeded, 504},
+		{&netguard.DenyError{Reason: "loopback"}, 502},
+		{errors.New("secret detail"), 502},
+	} {
+		res := ErrorResponse(tc.err)
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != tc.status || strings.Contains(string(b), "detail") || strings.Contains(string(b), "loopback") {
+			t.Errorf("ErrorResponse(%v) = %d %q", tc.err, res.StatusCode, b)
+		}
+	}
+}
