@@ -1,0 +1,1 @@
+export { Container, ContainerProxy, getContainer, getRandom, loadBalance, switchPort } from "outbound:base";

@@ -1,0 +1,1 @@
+export { Sandbox, Container, ContainerProxy, getSandbox, proxyToSandbox, getContainer, switchPort } from "outbound:base";

@@ -1,0 +1,421 @@
+package jsapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"sync"
+
+	"github.com/dop251/goja"
+	"github.com/dop251/goja_nodejs/eventloop"
+	"github.com/dop251/goja_nodejs/require"
+	"github.com/dop251/goja_nodejs/url"
+)
+
+// DefaultMaxBodyBytes caps what JS may read of one body when Config leaves
+// MaxBodyBytes zero.
+const DefaultMaxBodyBytes = 32 << 20
+
+// Config is what a Realm needs from its owner.
+type Config struct {
+	// Fetch carries every fetch(). It applies no policy; the proxy's guarded
+	// transport enforces the private-network rules. Required.
+	Fetch http.RoundTripper
+	// MaxBodyBytes caps body reads from JS (text, json, arrayBuffer, stream
+	// reads). Zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Logger receives console.* when the current Scope has none.
+	Logger *slog.Logger
+	// OnUncatchable is called on the loop when JS that runs outside an
+	// invocation's call (a timer, a promise callback) dies of an uncatchable
+	// error: an interrupt or a stack overflow. The owner should retire the
+	// runtime.
+	OnUncatchable func(err error)
+}
+
+// Realm is the Workers platform installed in one goja runtime. It is owned by
+// the goroutine running the runtime's event loop: every method must be called
+// on that loop.
+type Realm struct {
+	vm   *goja.Runtime
+	loop *eventloop.EventLoop
+	cfg  Config
+
+	headersProto  *goja.Object
+	requestProto  *goja.Object
+	responseProto *goja.Object
+	streamProto   *goja.Object
+	readerProto   *goja.Object
+	kvProto       *goja.Object
+	keyProto      *goja.Object
+
+	uint8Array    goja.Value
+	promiseCtor   *goja.Object
+	helpers       *goja.Object // functions the prelude exports to Go
+	newAbortErr   goja.Callable
+	newDOMExc     goja.Callable
+	jsonStringify goja.Callable
+	jsonParse     goja.Callable
+
+	scope    *Scope
+	envCache map[*Env]*goja.Object
+
+	// bg counts goroutines doing I/O for JS (fetch, body reads, KV). Their
+	// results come back through RunOnLoop; Wait lets the owner drain them.
+	bg sync.WaitGroup
+}
+
+// Install builds a Realm in vm, whose event loop is loop. It removes
+// require() afterwards and never loads the process module, so host
+// environment and files stay out of reach.
+func Install(vm *goja.Runtime, loop *eventloop.EventLoop, cfg Config) (*Realm, error) {
+	if cfg.Fetch == nil {
+		return nil, errors.New("jsapi: Config.Fetch is required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Realm{vm: vm, loop: loop, cfg: cfg, envCache: make(map[*Env]*goja.Object)}
+	err := func() (err error) {
+		defer func() {
+			if x := recover(); x != nil {
+				err = fmt.Errorf("jsapi: install: %v", x)
+			}
+		}()
+		r.install()
+		return nil
+	}()
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// NewLoop returns an event loop whose runtime has no console, no require
+// loader and no process module; Install completes it.
+func NewLoop() *eventloop.EventLoop {
+	reg := require.NewRegistry(require.WithLoader(func(path string) ([]byte, error) {
+		return nil, require.ModuleFileDoesNotExistError
+	}))
+	return eventloop.NewEventLoop(eventloop.EnableConsole(false), eventloop.WithRegistry(reg))
+}
+
+func (r *Realm) install() {
+	vm := r.vm
+	g := vm.GlobalObject()
+	url.Enable(vm)
+	// require came with the loop; a policy script has no use for it.
+	g.Delete("require")
+	g.Delete("setImmediate")
+	g.Delete("clearImmediate")
+
+	r.uint8Array = g.Get("Uint8Array")
+	r.promiseCtor = g.Get("Promise").ToObject(vm)
+	js := g.Get("JSON").ToObject(vm)
+	r.jsonStringify, _ = goja.AssertFunction(js.Get("stringify"))
+	r.jsonParse, _ = goja.AssertFunction(js.Get("parse"))
+
+	r.installPrelude()
+	r.installTimers()
+	r.installConsole()
+	r.installCrypto()
+	r.installHeaders()
+	r.installStreams()
+	r.installRequest()
+	r.installResponse()
+	r.installFetch()
+	r.installKV()
+}
+
+func (r *Realm) uncatchable(err error) {
+	if r.cfg.OnUncatchable != nil {
+		r.cfg.OnUncatchable(err)
+	}
+}
+
+// VM returns the runtime.
+func (r *Realm) VM() *goja.Runtime { return r.vm }
+
+// Wait blocks until every I/O goroutine started for JS has finished. Call it
+// after the loop has stopped and the scope has ended, so that bodies are
+// closed and contexts cancelled.
+func (r *Realm) Wait() { r.bg.Wait() }
+
+// Scope is one invocation's state: its context (which fetch and KV use),
+// where console goes, and the timers and fetches it started so that End can
+// stop them.
+type Scope struct {
+	ctx      context.Context
+	logger   *slog.Logger
+	instance string
+	class    string
+
+	timers  map[int64]*timer
+	fetches []*fetchCall
+	ended   bool
+}
+
+// Begin starts an invocation. logger may be nil (the realm's logger is used);
+// instance and class are added to every console record.
+func (r *Realm) Begin(ctx context.Context, logger *slog.Logger, instance, class string) *Scope {
+	if logger == nil {
+		logger = r.cfg.Logger
+	}
+	s := &Scope{ctx: ctx, logger: logger, instance: instance, class: class}
+	r.scope = s
+	return s
+}
+
+// End finishes the current invocation: its timers are cleared, and fetches
+// whose response body is not keep's are aborted and their bodies closed. keep
+// is the response handed to the caller (it may be nil).
+func (r *Realm) End(keep *http.Response) {
+	s := r.scope
+	if s == nil {
+		return
+	}
+	r.scope = nil
+	s.ended = true
+	for _, t := range s.timers {
+		t.stop(r)
+	}
+	s.timers = nil
+	var keepBody io.ReadCloser
+	if keep != nil {
+		keepBody = keep.Body
+	}
+	for _, f := range s.fetches {
+		f.finish(keepBody)
+	}
+	s.fetches = nil
+}
+
+// curScope returns the running invocation's scope or a detached one for code
+// that runs outside an invocation (module evaluation).
+func (r *Realm) curScope() *Scope {
+	if r.scope == nil {
+		r.scope = &Scope{ctx: context.Background(), logger: r.cfg.Logger}
+	}
+	return r.scope
+}
+
+// goAsync runs work on its own goroutine and settles a promise with its
+// result back on the loop. settle runs on the loop and returns the
+// resolution value or panics with a JS error.
+func (r *Realm) goAsync(work func() (any, error), settle func(v any, err error) goja.Value) goja.Value {
+	p, resolve, reject := r.vm.NewPromise()
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		v, err := work()
+		r.loop.RunOnLoop(func(vm *goja.Runtime) {
+			var out goja.Value
+			if ex := vm.Try(func() { out = settle(v, err) }); ex != nil {
+				_ = reject(ex.Value())
+				return
+			}
+			_ = resolve(out)
+		})
+	}()
+	return r.vm.ToValue(p)
+}
+
+// resolved returns a promise already fulfilled with v.
+func (r *Realm) resolved(v goja.Value) goja.Value {
+	p, resolve, _ := r.vm.NewPromise()
+	_ = resolve(v)
+	return r.vm.ToValue(p)
+}
+
+// rejected returns a promise already rejected with v.
+func (r *Realm) rejected(v goja.Value) goja.Value {
+	p, _, reject := r.vm.NewPromise()
+	_ = reject(v)
+	return r.vm.ToValue(p)
+}
+
+// asPromise runs f and turns a thrown JS error into a rejected promise, as
+// Web APIs that return promises do.
+func (r *Realm) asPromise(f func() goja.Value) (out goja.Value) {
+	if ex := r.vm.Try(func() { out = f() }); ex != nil {
+		return r.rejected(ex.Value())
+	}
+	return out
+}
+
+func (r *Realm) typeError(format string, args ...any) *goja.Object {
+	return r.vm.NewTypeError(fmt.Sprintf(format, args...))
+}
+
+func (r *Realm) throwType(format string, args ...any) {
+	panic(r.typeError(format, args...))
+}
+
+// domException builds a DOMException(message, name).
+func (r *Realm) domException(msg, name string) goja.Value {
+	v, err := r.newDOMExc(goja.Undefined(), r.vm.ToValue(msg), r.vm.ToValue(name))
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func (r *Realm) newUint8Array(b []byte) goja.Value {
+	ab := r.vm.NewArrayBuffer(b)
+	o, err := r.vm.New(r.uint8Array, r.vm.ToValue(ab))
+	if err != nil {
+		panic(err)
+	}
+	return o
+}
+
+// bufferSourceBytes returns the bytes an ArrayBuffer or a view refers to,
+// without copying.
+func (r *Realm) bufferSourceBytes(v goja.Value) ([]byte, bool) {
+	o, ok := v.(*goja.Object)
+	if !ok {
+		return nil, false
+	}
+	switch o.ExportType() {
+	case typeArrayBuffer:
+		return o.Export().(goja.ArrayBuffer).Bytes(), true
+	case typeBytes:
+		return o.Export().([]byte), true // a Uint8Array exports its window of the buffer
+	}
+	buf, ok := o.Get("buffer").(*goja.Object)
+	if !ok {
+		return nil, false
+	}
+	ab, ok := buf.Export().(goja.ArrayBuffer)
+	if !ok {
+		return nil, false
+	}
+	off := o.Get("byteOffset").ToInteger()
+	n := o.Get("byteLength").ToInteger()
+	b := ab.Bytes()
+	if off < 0 || n < 0 || off+n > int64(len(b)) {
+		return nil, false
+	}
+	return b[off : off+n], true
+}
+
+func (r *Realm) stringify(v goja.Value) string {
+	s, err := r.jsonStringify(goja.Undefined(), v)
+	if err != nil || s == nil || goja.IsUndefined(s) {
+		return v.String()
+	}
+	return s.String()
+}
+
+// method defines a non-enumerable function property, as Web IDL methods are.
+func (r *Realm) method(o *goja.Object, name string, fn func(goja.FunctionCall) goja.Value) {
+	_ = o.DefineDataProperty(name, r.vm.ToValue(fn), goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+}
+
+// getter defines an accessor with a getter only.
+func (r *Realm) getter(o *goja.Object, name string, fn func(goja.FunctionCall) goja.Value) {
+	_ = o.DefineAccessorProperty(name, r.vm.ToValue(fn), nil, goja.FLAG_TRUE, goja.FLAG_TRUE)
+}
+
+// constructor makes a native constructor named name whose prototype is
+// returned. The construct function receives the prototype the new object must
+// get (so subclasses work).
+func (r *Realm) constructor(name string, construct func(call goja.ConstructorCall, proto *goja.Object) *goja.Object) (*goja.Object, *goja.Object) {
+	var ctor *goja.Object
+	ctor = r.vm.ToValue(func(call goja.ConstructorCall) *goja.Object {
+		if call.This == nil || call.This == r.vm.GlobalObject() {
+			r.throwType("Failed to construct '%s': Please use the 'new' operator", name)
+		}
+		return construct(call, call.This.Prototype())
+	}).(*goja.Object)
+	_ = ctor.DefineDataProperty("name", r.vm.ToValue(name), goja.FLAG_FALSE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+	proto := ctor.Get("prototype").(*goja.Object)
+	_ = proto.DefineDataPropertySymbol(goja.SymToStringTag, r.vm.ToValue(name), goja.FLAG_FALSE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+	_ = r.vm.GlobalObject().DefineDataProperty(name, ctor, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+	return ctor, proto
+}
+
+// hostObject is the expando storage shared by Go-backed objects: anything JS
+// sets on them lands here, while the Web API surface lives on the prototype.
+type hostObject struct {
+	props map[string]goja.Value
+	order []string
+}
+
+func (h *hostObject) Get(key string) goja.Value {
+	if h.props == nil {
+		return nil
+	}
+	return h.props[key]
+}
+
+func (h *hostObject) Set(key string, val goja.Value) bool {
+	if h.props == nil {
+		h.props = make(map[string]goja.Value)
+	}
+	if _, ok := h.props[key]; !ok {
+		h.order = append(h.order, key)
+	}
+	h.props[key] = val
+	return true
+}
+
+func (h *hostObject) Has(key string) bool {
+	_, ok := h.props[key]
+	return ok
+}
+
+func (h *hostObject) Delete(key string) bool {
+	if _, ok := h.props[key]; ok {
+		delete(h.props, key)
+		for i, k := range h.order {
+			if k == key {
+				h.order = append(h.order[:i], h.order[i+1:]...)
+				break
+			}
+		}
+	}
+	return true
+}
+
+func (h *hostObject) Keys() []string { return h.order }
+
+// wrap returns a JS object backed by d with the given prototype.
+func (r *Realm) wrap(d goja.DynamicObject, proto *goja.Object) *goja.Object {
+	o := r.vm.NewDynamicObject(d)
+	_ = o.SetPrototype(proto)
+	return o
+}
+
+// thisAs returns the Go value behind call.This, or throws "Illegal invocation".
+func thisAs[T any](r *Realm, call goja.FunctionCall, what string) T {
+	v, ok := valueAs[T](call.This)
+	if !ok {
+		r.throwType("Illegal invocation: not a %s", what)
+	}
+	return v
+}
+
+// valueAs returns the Go value behind v if v is one of ours.
+func valueAs[T any](v goja.Value) (T, bool) {
+	var zero T
+	o, ok := v.(*goja.Object)
+	// ExportType is cheap; Export of a plain object would copy it.
+	if !ok || o.ExportType() != reflect.TypeFor[T]() {
+		return zero, false
+	}
+	x, ok := o.Export().(T)
+	return x, ok
+}
+
+var (
+	typeArrayBuffer = reflect.TypeFor[goja.ArrayBuffer]()
+	typeBytes       = reflect.TypeFor[[]byte]()
+)

@@ -1,0 +1,4 @@
+export default {
+  allowedHosts: ["ok.com", 42],
+  outbound() { return new Response("x"); },
+};

@@ -1,0 +1,4 @@
+export type Greeting = "hi" | "hello";
+export function helper(s: string): string {
+  return `helper:${s}`;
+}

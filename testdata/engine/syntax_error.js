@@ -1,0 +1,6 @@
+export default {
+  outbound(request) {
+    const x = ;
+    return new Response("x");
+  },
+};
