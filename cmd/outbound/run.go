@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/outbound-dev/outbound/proxy/childenv"
+	"github.com/outbound-dev/outbound/proxy/control"
+	"github.com/outbound-dev/outbound/proxy/control/client"
+	"github.com/outbound-dev/outbound/proxy/server"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	var f serveFlags
+	var id, class, token string
+	fs := newFlags("run", "run --script FILE [--id ID] [--class C] [serve flags] -- CMD [ARGS...]\n       outbound run --admin URL --id ID [--token T] -- CMD [ARGS...]",
+		"outbound run --script examples/github-token.js --env-file .dev.vars -- curl -s https://api.github.com/user", stdout)
+	f.register(fs, "127.0.0.1:0", "")
+	fs.StringVar(&id, "id", "", "instance `ID` (default: generated)")
+	fs.StringVar(&class, "class", "", "the script `CLASS` of the instance (default: the only class)")
+	fs.StringVar(&token, "token", os.Getenv("OUTBOUND_INSTANCE_TOKEN"), "attach mode: the `TOKEN` of an instance that already exists (also OUTBOUND_INSTANCE_TOKEN)")
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return fail(stderr, "run", 2, "no command given: outbound run [flags] -- CMD [ARGS...]")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+
+	var created control.Created
+	if f.script == "" {
+		if f.admin == "" {
+			return fail(stderr, "run", 2, "give --script to run an embedded proxy, or --admin URL to attach to a running one")
+		}
+		if id == "" {
+			return fail(stderr, "run", 2, "attach mode needs --id")
+		}
+		c := client.New(f.admin, f.adminToken)
+		var err error
+		if created, err = attach(ctx, c, id, class, token); err != nil {
+			return fail(stderr, "run", 1, "%v", err)
+		}
+	} else {
+		if f.admin == "" {
+			f.admin = "127.0.0.1:0"
+		}
+		tmpState := f.state == ""
+		if tmpState {
+			dir, err := os.MkdirTemp("", "outbound-state-")
+			if err != nil {
+				return fail(stderr, "run", 1, "%v", err)
+			}
+			defer os.RemoveAll(dir)
+			f.state = dir
+		}
+		cfg, err := f.config(stderr)
+		if err != nil {
+			return fail(stderr, "run", 2, "%v", err)
+		}
+		srv, err := server.New(ctx, cfg)
+		if err != nil {
+			return fail(stderr, "run", 1, "%v", err)
+		}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ctx) }()
+		defer func() { stop(); <-served }()
+		if created, err = srv.CreateInstance(ctx, id, class); err != nil {
+			return fail(stderr, "run", 1, "creating instance: %v", err)
+		}
+		cfg.Logger.Debug("embedded proxy", "proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(), "instance", created.ID)
+	}
+	return runChild(created, argv, stderr)
+}
+
+// attach finds or creates the instance on a running server. The token is
+// shown only when an instance is created, so an existing one needs --token.
+func attach(ctx context.Context, c *client.Client, id, class, token string) (control.Created, error) {
+	created, err := c.Create(ctx, id, class)
+	if err == nil {
+		return created, nil
+	}
+	var apiErr *client.APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != 409 {
+		return created, fmt.Errorf("creating instance %q: %w", id, err)
+	}
+	if token == "" {
+		return created, fmt.Errorf("instance %q exists and its token is shown only at creation: pass --token (or OUTBOUND_INSTANCE_TOKEN)", id)
+	}
+	pem, err := c.CAPEM(ctx, id)
+	if err != nil {
+		return created, err
+	}
+	status, err := c.Status(ctx)
+	if err != nil {
+		return created, err
+	}
+	proxyAddr, err := proxyAddrFromStatus(status)
+	if err != nil {
+		return created, err
+	}
+	return control.Created{ID: id, ProxyURL: proxyURL(id, token, proxyAddr), CAPEM: string(pem)}, nil
+}
+
+// runChild runs argv with the instance environment and returns its exit
+// status, forwarding signals and removing the CA files afterwards.
+func runChild(created control.Created, argv []string, stderr io.Writer) int {
+	dir, err := os.MkdirTemp("", "outbound-run-")
+	if err != nil {
+		return fail(stderr, "run", 1, "%v", err)
+	}
+	defer os.RemoveAll(dir)
+	roots, err := childenv.SystemRoots(os.Environ())
+	if err != nil {
+		return fail(stderr, "run", 1, "%v", err)
+	}
+	paths, err := childenv.WriteFiles(dir, []byte(created.CAPEM), roots)
+	if err != nil {
+		return fail(stderr, "run", 1, "%v", err)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = childenv.Merge(os.Environ(), childenv.Vars(created.ID, created.ProxyURL, paths))
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// A wrapper killed with SIGKILL cannot forward anything: the kernel
+	// ends the child with it, so no sandbox outlives its proxy.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return fail(stderr, "run", 127, "starting %s: %v", argv[0], err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
+	close(done)
+	return exitStatus(cmd, err, stderr)
+}
+
+func exitStatus(cmd *exec.Cmd, err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return fail(stderr, "run", 1, "%v", err)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ee.ExitCode()
+}

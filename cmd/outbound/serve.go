@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/outbound-dev/outbound/proxy/server"
+)
+
+// serveFlags are the flags of `serve`, shared by `run`'s embedded mode.
+type serveFlags struct {
+	script, listen, admin, adminToken, envFile, state  string
+	vars, kv, allowNet, resolve, connectTo, upstreamCA listFlag
+	allowPrivate                                       bool
+	handlerTimeout                                     time.Duration
+	logFormat, logLevel                                string
+}
+
+func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
+	fs.StringVar(&f.script, "script", "", "JS/TS policy module (required)")
+	fs.StringVar(&f.listen, "listen", listen, "proxy listener `ADDR`")
+	fs.StringVar(&f.admin, "admin", admin, "control API listener `ADDR`")
+	fs.StringVar(&f.adminToken, "admin-token", os.Getenv("OUTBOUND_ADMIN_TOKEN"), "require this bearer `TOKEN` on the control API (also OUTBOUND_ADMIN_TOKEN)")
+	fs.StringVar(&f.envFile, "env-file", "", "dotenv `PATH` of vars and secrets, watched (default .dev.vars beside the script, if present)")
+	fs.Var(&f.vars, "var", "one var `KEY=VALUE` (repeatable)")
+	fs.Var(&f.kv, "kv", "a KV namespace binding env.`NAME` (repeatable), persisted in the state dir")
+	fs.StringVar(&f.state, "state", "", "`DIR` for runtime overrides and KV data (default $XDG_STATE_HOME/outbound, else ~/.local/state/outbound)")
+	fs.BoolVar(&f.allowPrivate, "allow-private", false, "let upstream dials reach loopback, private and link-local addresses")
+	fs.Var(&f.allowNet, "allow-net", "let upstream dials reach this `CIDR` (repeatable)")
+	fs.Var(&f.resolve, "resolve", "dial ADDR for HOST:PORT, as in curl: `HOST:PORT:ADDR` (repeatable)")
+	fs.Var(&f.connectTo, "connect-to", "dial ADDR:PORT2 for HOST:PORT; policy, SNI and certificate checks still use HOST: `HOST:PORT:ADDR:PORT2` (repeatable)")
+	fs.Var(&f.upstreamCA, "upstream-ca", "extra PEM roots trusted for upstream TLS, a `PATH` (repeatable)")
+	fs.DurationVar(&f.handlerTimeout, "handler-timeout", 30*time.Second, "wall-clock limit for one handler invocation")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func defaultStateDir() (string, error) {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "outbound"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no --state given and no home directory: %w", err)
+	}
+	return filepath.Join(home, ".local", "state", "outbound"), nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad --log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("bad --log-format %q: want text or json", format)
+}
+
+// config validates the flags into a server.Config.
+func (f *serveFlags) config(stderr io.Writer) (server.Config, error) {
+	var c server.Config
+	if f.script == "" {
+		return c, fmt.Errorf("--script is required")
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return c, err
+	}
+	c = server.Config{
+		Script: f.script, Listen: f.listen, Admin: f.admin, AdminToken: f.adminToken,
+		EnvFile: f.envFile, Vars: map[string]string{}, KV: f.kv, StateDir: f.state,
+		AllowPrivate: f.allowPrivate, Resolve: f.resolve, ConnectTo: f.connectTo,
+		UpstreamCA: f.upstreamCA, HandlerTimeout: f.handlerTimeout, Logger: log,
+	}
+	for _, kv := range f.vars {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return c, fmt.Errorf("bad --var %q: want KEY=VALUE", k)
+		}
+		c.Vars[k] = v
+	}
+	for _, n := range f.allowNet {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			a, aerr := netip.ParseAddr(n)
+			if aerr != nil {
+				return c, fmt.Errorf("bad --allow-net %q: want a CIDR such as 10.0.0.0/8", n)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.AllowNets = append(c.AllowNets, p.Masked())
+	}
+	if f.handlerTimeout <= 0 {
+		return c, fmt.Errorf("bad --handler-timeout %s: must be positive", f.handlerTimeout)
+	}
+	if c.StateDir == "" {
+		if c.StateDir, err = defaultStateDir(); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	var f serveFlags
+	fs := newFlags("serve", "serve --script PATH [flags]",
+		"outbound serve --script examples/github-token.js --env-file .dev.vars --kv KEYS", stdout)
+	f.register(fs, "127.0.0.1:3128", "127.0.0.1:3129")
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, "serve", 2, "unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := f.config(stderr)
+	if err != nil {
+		return fail(stderr, "serve", 2, "%v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		return fail(stderr, "serve", 1, "%v", err)
+	}
+	cfg.Logger.Info("outbound serving", "proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(), "script", cfg.Script, "state", cfg.StateDir)
+	if err := srv.Serve(ctx); err != nil {
+		return fail(stderr, "serve", 1, "%v", err)
+	}
+	cfg.Logger.Info("outbound stopped")
+	return 0
+}
