@@ -113,8 +113,8 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		}
 	}
 	s.reloader, err = reload.New(ctx, reload.Options{
-		Path: cfg.Script,
-		Pool: engine.PoolOptions{Timeout: cfg.HandlerTimeout, Fetch: up, Logger: cfg.Logger},
+		Path:    cfg.Script,
+		Pool:    engine.PoolOptions{Timeout: cfg.HandlerTimeout, Fetch: up, Logger: cfg.Logger},
 		Compile: handlers.CompilePolicy,
 		EnvFile: envFile,
 		Vars:    cfg.Vars,
