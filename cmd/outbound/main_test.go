@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/outbound-dev/outbound/proxy/server"
+	"github.com/outbound-dev/outbound/proxy/server/servertest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "outbound-cli-test-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "outbound")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building outbound:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func examplePath(name string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "examples", name)
+}
+
+// outbound runs the binary and returns stdout, stderr and the exit status.
+func outbound(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Env = append(os.Environ(), env...)
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running outbound %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	for _, c := range commands() {
+		out, _, code := outbound(t, nil, c.name, "--help")
+		if code != 0 || !strings.Contains(out, "Usage: outbound "+c.name) || !strings.Contains(out, "Example:") {
+			t.Errorf("%s --help: exit %d, output %q", c.name, code, out)
+		}
+	}
+	if out, _, code := outbound(t, nil, "--help"); code != 0 || !strings.Contains(out, "serve") {
+		t.Errorf("--help: %d %q", code, out)
+	}
+}
+
+func TestBadInputIsOneLineAndExit2(t *testing.T) {
+	cases := [][]string{
+		{"serve", "--no-such-flag"},
+		{"serve"}, // --script is required
+		{"serve", "--script", "x.js", "--log-format", "xml"},
+		{"serve", "--script", "x.js", "--allow-net", "not-a-cidr"},
+		{"serve", "--script", "x.js", "--handler-timeout", "soon"},
+		{"run", "--script", "x.js"}, // no command
+		{"ctl", "frobnicate"},
+		{"env", "--format", "xml", "--id", "x"},
+		{"nosuchcommand"},
+	}
+	for _, args := range cases {
+		_, stderr, code := outbound(t, nil, args...)
+		if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line", args, code, stderr)
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	out, _, code := outbound(t, nil, "check", examplePath("cloudflare-class.ts"))
+	if code != 0 || !strings.Contains(out, "class MySandbox") || !strings.Contains(out, "noHttp") {
+		t.Fatalf("check: %d %q", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.js")
+	os.WriteFile(bad, []byte("export default {\n  outbound(req) {\n    return new Response(;\n  },\n};\n"), 0o644)
+	_, stderr, code := outbound(t, nil, "check", bad)
+	if code == 0 || !strings.Contains(stderr, "bad.js:3:") {
+		t.Fatalf("check of a broken script: %d %q", code, stderr)
+	}
+}
+
+// githubUpstream is a TLS stand-in for api.github.com that echoes the
+// Authorization header it received.
+func githubUpstream(t *testing.T) *servertest.TLSUpstream {
+	return servertest.NewTLSUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream saw authorization=%q\n", r.Header.Get("Authorization"))
+	}), "api.github.com")
+}
+
+// TestRunCurlGetsInjectedToken is the contract's end-to-end check: a real
+// curl behind `outbound run` reaches a TLS upstream through the MITM, the
+// upstream sees the token, and the child's environment never held it.
+func TestRunCurlGetsInjectedToken(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	up := githubUpstream(t)
+	const token = "ghp_run_secret_value"
+	out, stderr, code := outbound(t, []string{"GITHUB_TOKEN="}, "run",
+		"--script", examplePath("github-token.js"),
+		"--var", "GITHUB_TOKEN="+token,
+		"--connect-to", up.ConnectTo("api.github.com", 443),
+		"--upstream-ca", up.CAFile,
+		"--", "sh", "-c", curl+` -sS https://api.github.com/user && env`)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	want := fmt.Sprintf("upstream saw authorization=%q", "Bearer "+token)
+	if !strings.Contains(out, want) {
+		t.Fatalf("stdout lacks %s:\n%s", want, out)
+	}
+	env := out[strings.Index(out, want)+len(want):]
+	if strings.Contains(env, token) {
+		t.Fatalf("the child's environment holds the token")
+	}
+	for _, k := range []string{"HTTPS_PROXY=http://", "SSL_CERT_FILE=", "NODE_EXTRA_CA_CERTS=", "NODE_USE_ENV_PROXY=1", "OUTBOUND_INSTANCE_ID="} {
+		if !strings.Contains(env, k) {
+			t.Errorf("child env lacks %s", k)
+		}
+	}
+	if strings.Contains(stderr, token) {
+		t.Errorf("the token reached stderr")
+	}
+}
+
+// TestRunChildrenTrustTheMITM: other runtimes trust the instance CA through
+// the variables alone, with no flag of their own.
+func TestRunChildrenTrustTheMITM(t *testing.T) {
+	up := githubUpstream(t)
+	children := map[string][]string{
+		"go": {binary, "demo-child", "https://api.github.com/user"},
+	}
+	if py, err := exec.LookPath("python3"); err == nil {
+		children["python"] = []string{py, "-c", `import urllib.request; print(urllib.request.urlopen("https://api.github.com/user").read().decode())`}
+	}
+	for name, argv := range children {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"run", "--script", examplePath("github-token.js"),
+				"--var", "GITHUB_TOKEN=" + demoToken,
+				"--connect-to", up.ConnectTo("api.github.com", 443), "--upstream-ca", up.CAFile, "--"}, argv...)
+			out, stderr, code := outbound(t, []string{"GITHUB_TOKEN="}, args...)
+			if code != 0 || !strings.Contains(out, "upstream saw authorization") {
+				t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
+			}
+		})
+	}
+}
+
+func TestRunExitStatusAndTempFiles(t *testing.T) {
+	out, _, code := outbound(t, nil, "run", "--script", examplePath("json-block.js"), "--",
+		"sh", "-c", `echo "$SSL_CERT_FILE"; exit 7`)
+	if code != 7 {
+		t.Fatalf("exit %d, want the child's 7", code)
+	}
+	bundle := strings.TrimSpace(out)
+	if bundle == "" {
+		t.Fatal("child saw no SSL_CERT_FILE")
+	}
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("temp bundle %s still there after run: %v", bundle, err)
+	}
+}
+
+func startRun(t *testing.T, script string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(binary, "run", "--script", examplePath("json-block.js"), "--", "sh", "-c", script)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, &out
+}
+
+// waitFor polls until f is true; the deadline only bounds a broken run.
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if f() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestRunForwardsSignals(t *testing.T) {
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd, _ := startRun(t, `trap 'exit 42' TERM; touch `+ready+`; while :; do sleep 0.05; done`)
+	waitFor(t, "the child to start", func() bool { _, err := os.Stat(ready); return err == nil })
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
+		t.Fatalf("wrapper exit %v, want the child's 42 from its TERM trap", err)
+	}
+}
+
+func TestKilledWrapperLeavesNothing(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	cmd, _ := startRun(t, `echo $$ > `+pidFile+`; while :; do sleep 0.05; done`)
+	var pid int
+	waitFor(t, "the child's pid", func() bool {
+		b, err := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && pid > 0
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	waitFor(t, "the child to die with its wrapper", func() bool {
+		return syscall.Kill(pid, 0) == syscall.ESRCH
+	})
+}
+
+func TestCtlAgainstServer(t *testing.T) {
+	srv := servertest.Start(t, server.Config{Script: examplePath("setup-then-lockdown.js"), KV: []string{"K"}})
+	admin := srv.AdminAddr().String()
+	ctl := func(args ...string) (string, int) {
+		out, stderr, code := outbound(t, nil, append([]string{"ctl", "--admin", admin}, args...)...)
+		return out + stderr, code
+	}
+	if out, code := ctl("create", "sbx-1"); code != 0 || !strings.Contains(out, "proxy_url") {
+		t.Fatalf("create: %d %s", code, out)
+	}
+	out, code := ctl("setOutboundHandler", "sbx-1", "allowHosts", `{"allowedHostnames":["github.com"]}`)
+	var view struct {
+		OutboundHandler struct {
+			Method string
+			Params struct{ AllowedHostnames []string }
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &view) != nil || view.OutboundHandler.Method != "allowHosts" || view.OutboundHandler.Params.AllowedHostnames[0] != "github.com" {
+		t.Fatalf("setOutboundHandler: %d %s", code, out)
+	}
+	if out, code := ctl("setOutboundHandler", "sbx-1", "nope"); code != 1 || !strings.Contains(out, "Outbound handler method 'nope' not found in outboundHandlers for default") {
+		t.Fatalf("unknown handler: %d %s", code, out)
+	}
+	if out, code := ctl("kv", "put", "K", "a/b", "v"); code != 0 {
+		t.Fatalf("kv put: %d %s", code, out)
+	}
+	if out, code := ctl("kv", "get", "K", "a/b"); code != 0 || out != "v" {
+		t.Fatalf("kv get: %d %q", code, out)
+	}
+	if out, code := ctl("har", "sbx-1"); code != 0 || !strings.Contains(out, `"version"`) {
+		t.Fatalf("har: %d %s", code, out)
+	}
+	if out, code := ctl("list"); code != 0 || !strings.Contains(out, "sbx-1") {
+		t.Fatalf("list: %d %s", code, out)
+	}
+	if out, code := ctl("delete", "sbx-1"); code != 0 {
+		t.Fatalf("delete: %d %s", code, out)
+	}
+	if out, code := ctl("show", "sbx-1"); code != 1 || !strings.Contains(out, "404") {
+		t.Fatalf("show after delete: %d %s", code, out)
+	}
+}
+
+func TestEnvAndCAAttach(t *testing.T) {
+	srv := servertest.Start(t, server.Config{Script: examplePath("json-block.js")})
+	admin := srv.AdminAddr().String()
+	out, stderr, code := outbound(t, nil, "env", "--admin", admin, "--id", "sbx-9", "--dir", t.TempDir())
+	if code != 0 || !strings.Contains(out, "export HTTPS_PROXY='http://sbx-9:") || !strings.Contains(out, "unset NO_PROXY") {
+		t.Fatalf("env: %d %s %s", code, out, stderr)
+	}
+	// The token is shown once: a second attach needs it.
+	if _, stderr, code := outbound(t, nil, "env", "--admin", admin, "--id", "sbx-9"); code != 1 || !strings.Contains(stderr, "--token") {
+		t.Fatalf("second env without token: %d %s", code, stderr)
+	}
+	pem, _, code := outbound(t, nil, "ca", "--admin", admin, "--id", "sbx-9")
+	if code != 0 || !strings.HasPrefix(pem, "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("ca: %d %q", code, pem)
+	}
+}
