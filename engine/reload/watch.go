@@ -22,9 +22,9 @@ type watcher struct {
 	maxWait  time.Duration // a steady stream of events still fires this often
 	poll     time.Duration
 	notify   bool // false: polling only
-	// fire is called on the run goroutine; byEvent says a filesystem event
-	// (not a poll tick) caused it.
-	fire func(ctx context.Context, byEvent bool)
+	// fire is called on the run goroutine. lastEvent is the time of the
+	// newest event of the burst, or zero for a poll tick.
+	fire func(ctx context.Context, lastEvent time.Time)
 
 	kick chan struct{} // setFiles asks run to sync the watched directories
 
@@ -34,7 +34,7 @@ type watcher struct {
 	broad bool            // every non-dropping event counts (after a failed load)
 }
 
-func newWatcher(log *slog.Logger, debounce, poll time.Duration, fire func(context.Context, bool)) *watcher {
+func newWatcher(log *slog.Logger, debounce, poll time.Duration, fire func(context.Context, time.Time)) *watcher {
 	return &watcher{
 		log:      log,
 		debounce: debounce,
@@ -145,14 +145,15 @@ func (w *watcher) run(ctx context.Context) {
 	timer.Stop()
 	defer timer.Stop()
 	var (
-		pending bool
-		first   time.Time // first event of the pending burst
+		pending     bool
+		first, last time.Time // first and newest event of the pending burst
 	)
 	arm := func() {
 		now := time.Now()
 		if !pending {
 			pending, first = true, now
 		}
+		last = now
 		d := w.debounce
 		if limit := first.Add(w.maxWait).Sub(now); limit < d {
 			d = max(limit, 0)
@@ -181,10 +182,10 @@ func (w *watcher) run(ctx context.Context) {
 			arm()
 		case <-timer.C:
 			pending = false
-			w.fire(ctx, true)
+			w.fire(ctx, last)
 			w.sync(fsw)
 		case <-ticker.C:
-			w.fire(ctx, false)
+			w.fire(ctx, time.Time{})
 			w.sync(fsw)
 		case <-w.kick:
 			w.sync(fsw)

@@ -30,8 +30,8 @@ type watchHarness struct {
 func startWatcher(t *testing.T, poll time.Duration, notify bool, files ...string) *watchHarness {
 	t.Helper()
 	h := &watchHarness{done: make(chan struct{})}
-	h.w = newWatcher(testLogger(t, nil), testDebounce, poll, func(_ context.Context, byEvent bool) {
-		if byEvent {
+	h.w = newWatcher(testLogger(nil), testDebounce, poll, func(_ context.Context, lastEvent time.Time) {
+		if !lastEvent.IsZero() {
 			h.fires.Add(1)
 		} else {
 			h.polls.Add(1)
@@ -72,7 +72,7 @@ func (h *watchHarness) settle(t *testing.T) int {
 	return 0
 }
 
-func write(t *testing.T, path, content string) {
+func write(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -357,7 +357,7 @@ func (cm *configMap) update(t *testing.T, files map[string]string) {
 }
 
 // testLogger captures slog output; buf may be nil.
-func testLogger(t *testing.T, buf *syncBuffer) *slog.Logger {
+func testLogger(buf *syncBuffer) *slog.Logger {
 	if buf == nil {
 		return slog.New(slog.DiscardHandler)
 	}
