@@ -2,7 +2,7 @@ GO ?= go
 BIN := bin/outbound
 FUZZTIME ?= 5s
 
-.PHONY: build test vet unit examples fuzz-ci fuzz bench demo lint soak clean
+.PHONY: build test vet unit examples fuzz-ci fuzz bench bench-go bench-load demo lint soak clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/outbound
@@ -19,14 +19,32 @@ examples: build
 		./$(BIN) check $$f >/dev/null || { echo "example $$f does not check"; exit 1; }; \
 	done; echo "examples: all scripts check"
 
-test: vet unit examples
+test: vet unit examples fuzz-ci
+
+# Every fuzz target runs for FUZZTIME on top of its checked-in seed corpus.
+# `make fuzz FUZZTIME=10m` is the longer run.
+fuzz-ci:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/outbound-fuzz.log 2>&1 || { cat /tmp/outbound-fuzz.log; exit 1; }; \
+		done; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-ci FUZZTIME=$(or $(FUZZLONG),5m)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-bench:
+bench: bench-go bench-load
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+bench-load:
+	$(GO) run ./cmd/outbound-bench
 
 demo: build
 	./$(BIN) demo
