@@ -216,6 +216,32 @@
   def(g, "TextEncoder", TextEncoder);
   def(g, "TextDecoder", TextDecoder);
 
+  // goja sizes the result of these up front in Go, so "x".repeat(2 ** 40)
+  // asks the Go runtime for a terabyte and kills the whole process with a
+  // fatal, unrecoverable out-of-memory error. Refuse results past V8's own
+  // string length limit with the RangeError V8 throws.
+  const maxStringLength = 2 ** 29 - 24;
+  const checkLength = (n) => {
+    if (n > maxStringLength) throw new RangeError("Invalid string length");
+  };
+  const { repeat, padStart, padEnd } = String.prototype;
+  def(String.prototype, "repeat", function repeat_(count) {
+    const n = Math.trunc(Number(count));
+    if (n > 0) checkLength(String(this).length * n);
+    return repeat.call(this, count);
+  });
+  def(String.prototype, "padStart", function padStart_(len, fill) {
+    checkLength(Number(len));
+    return padStart.call(this, len, fill);
+  });
+  def(String.prototype, "padEnd", function padEnd_(len, fill) {
+    checkLength(Number(len));
+    return padEnd.call(this, len, fill);
+  });
+  def(String.prototype.repeat, "name", "repeat");
+  def(String.prototype.padStart, "name", "padStart");
+  def(String.prototype.padEnd, "name", "padEnd");
+
   return {
     DOMException,
     abortError: () => new DOMException("The operation was aborted", "AbortError"),
