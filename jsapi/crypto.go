@@ -8,6 +8,7 @@ import (
 	"crypto/sha512"
 	"fmt"
 	"hash"
+	"reflect"
 	"strings"
 
 	"github.com/dop251/goja"
@@ -65,10 +66,7 @@ func (r *Realm) installCrypto() {
 		if !ok {
 			r.throwType("crypto.getRandomValues: argument must be an integer typed array")
 		}
-		switch o.ClassName() {
-		case "Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array",
-			"Int32Array", "Uint32Array", "BigInt64Array", "BigUint64Array":
-		default:
+		if !isIntegerArray(o) {
 			name := "value"
 			if ctor, ok := o.Get("constructor").(*goja.Object); ok {
 				name = ctor.Get("name").String()
@@ -211,6 +209,20 @@ func (r *Realm) installCrypto() {
 	})
 	_ = c.Set("subtle", subtle)
 	_ = vm.GlobalObject().DefineDataProperty("crypto", c, goja.FLAG_TRUE, goja.FLAG_TRUE, goja.FLAG_FALSE)
+}
+
+// isIntegerArray reports whether o is an integer typed array: goja exports
+// those as slices of Go integers.
+func isIntegerArray(o *goja.Object) bool {
+	t := o.ExportType()
+	if t == nil || t.Kind() != reflect.Slice {
+		return false
+	}
+	switch t.Elem().Kind() {
+	case reflect.Int8, reflect.Uint8, reflect.Int16, reflect.Uint16, reflect.Int32, reflect.Uint32, reflect.Int64, reflect.Uint64:
+		return true
+	}
+	return false
 }
 
 func uuid4() string {
