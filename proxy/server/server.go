@@ -154,7 +154,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 
 	s.proxy, err = proxy.New(proxy.Options{
-		Backend: backend{svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
+		Backend: backend{svc, s.reloader.Env}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
 		Logger: cfg.Logger, Metrics: pm, HAR: s.har,
 	})
 	if err != nil {
