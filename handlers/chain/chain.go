@@ -160,13 +160,19 @@ func CompileScript(info *engine.ScriptInfo) (*ScriptPolicy, error) {
 	return s, nil
 }
 
-// Class returns the named class, or nil.
-func (s *ScriptPolicy) Class(name string) *ClassPolicy { return s.classes[name] }
+// Class returns the named class, or nil. A nil ScriptPolicy (no script
+// loaded) has no classes.
+func (s *ScriptPolicy) Class(name string) *ClassPolicy {
+	if s == nil {
+		return nil
+	}
+	return s.classes[name]
+}
 
 // DefaultClass returns the class an instance gets when it names none: the
 // only class, if the script defines exactly one.
 func (s *ScriptPolicy) DefaultClass() (string, bool) {
-	if len(s.Info.Classes) == 1 {
+	if s != nil && s.Info != nil && len(s.Info.Classes) == 1 {
 		return s.Info.Classes[0].Name, true
 	}
 	return "", false

@@ -295,3 +295,13 @@ func TestOverridesJSON(t *testing.T) {
 		t.Error("Clone shares state")
 	}
 }
+
+func TestNilScriptPolicy(t *testing.T) {
+	var s *ScriptPolicy
+	if s.Class("x") != nil {
+		t.Fatal("nil policy has a class")
+	}
+	if _, ok := s.DefaultClass(); ok {
+		t.Fatal("nil policy has a default class")
+	}
+}

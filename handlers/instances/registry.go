@@ -145,6 +145,9 @@ func randomHex(n int) string {
 // empty class gets the script's only class.
 func (r *Registry) Create(ctx context.Context, id, class string) (*Instance, string, error) {
 	pol := r.opts.Policy()
+	if pol == nil {
+		return nil, "", fmt.Errorf("%w: no policy script is loaded", ErrUnknownClass)
+	}
 	if class == "" {
 		c, ok := pol.DefaultClass()
 		if !ok {

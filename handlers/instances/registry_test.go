@@ -509,3 +509,13 @@ func TestConcurrentDecisions(t *testing.T) {
 		t.Fatal("no decisions ran")
 	}
 }
+
+func TestNoScriptLoaded(t *testing.T) {
+	r, err := Open(context.Background(), Options{Policy: func() *chain.ScriptPolicy { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Create(context.Background(), "x", "C"); !errors.Is(err, ErrUnknownClass) {
+		t.Fatalf("%v", err)
+	}
+}
