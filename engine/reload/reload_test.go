@@ -107,7 +107,7 @@ func start(t testing.TB, opts Options, tune ...func(*Reloader)) *harness {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	time.Sleep(30 * time.Millisecond) // let Run set up its watches
+	<-r.w.ready // writes must not precede the watches
 	return h
 }
 
@@ -554,6 +554,10 @@ func TestOldGenerationsRetire(t *testing.T) {
 	release()
 	release() // a second release is harmless
 	waitFor(t, "the held generation to retire", func() bool { return h.r.retired.Load() == 3 })
+	// Retired really means closed.
+	if _, err := held.Pool.Invoke(context.Background(), engine.Call{Class: "default", Request: req, Env: h.r.Env()}); !errors.Is(err, engine.ErrClosed) {
+		t.Fatalf("Invoke on a retired generation: %v, want engine.ErrClosed", err)
+	}
 }
 
 func TestCloseWaitsForRequests(t *testing.T) {
@@ -568,7 +572,7 @@ func TestCloseWaitsForRequests(t *testing.T) {
 	defer cancel()
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.Run(ctx) }()
-	time.Sleep(20 * time.Millisecond)
+	<-r.w.ready
 
 	_, release := r.Acquire()
 	closed := make(chan struct{})

@@ -26,7 +26,8 @@ type watcher struct {
 	// newest event of the burst, or zero for a poll tick.
 	fire func(ctx context.Context, lastEvent time.Time)
 
-	kick chan struct{} // setFiles asks run to sync the watched directories
+	kick  chan struct{} // setFiles asks run to sync the watched directories
+	ready chan struct{} // closed once run has set up its first watches
 
 	mu    sync.Mutex
 	files map[string]bool // absolute paths of interest, symlinks resolved too
@@ -43,6 +44,7 @@ func newWatcher(log *slog.Logger, debounce, poll time.Duration, fire func(contex
 		notify:   true,
 		fire:     fire,
 		kick:     make(chan struct{}, 1),
+		ready:    make(chan struct{}),
 		files:    map[string]bool{},
 		dirs:     map[string]bool{},
 	}
@@ -138,6 +140,7 @@ func (w *watcher) run(ctx context.Context) {
 		}
 	}
 	w.sync(fsw)
+	close(w.ready)
 
 	ticker := time.NewTicker(w.poll)
 	defer ticker.Stop()

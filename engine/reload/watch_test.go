@@ -14,7 +14,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-const testDebounce = 50 * time.Millisecond
+// testDebounce leaves room for scheduling delays under -race on a busy
+// machine, where a burst of writes must still be one burst.
+const testDebounce = 80 * time.Millisecond
 
 // quiet is how long tests wait for stray events after an action.
 const quiet = 6 * testDebounce
@@ -49,9 +51,7 @@ func startWatcher(t *testing.T, poll time.Duration, notify bool, files ...string
 		cancel()
 		<-h.done
 	})
-	// The first sync happens on the run goroutine; give it a moment so
-	// the test's first write is not lost before the watch exists.
-	time.Sleep(20 * time.Millisecond)
+	<-h.w.ready // the test's first write must not precede the watch
 	return h
 }
 
@@ -169,7 +169,7 @@ func TestWatcherSetFilesMovesWatches(t *testing.T) {
 	write(t, fb, "1")
 	h := startWatcher(t, time.Hour, true, fa)
 	h.w.setFiles([]string{fb})
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // run syncs the watches on the kick
 	write(t, fa, "2")
 	if got := h.settle(t); got != 0 {
 		t.Fatalf("fires after writing an unwatched file = %d, want 0", got)
