@@ -78,6 +78,10 @@ type isolate struct {
 	done  chan result
 	timer *time.Timer
 	runFn func(*goja.Runtime)
+
+	cur         invocation // loop-owned
+	onFulfilled goja.Value
+	onRejected  goja.Value
 }
 
 type result struct {
@@ -103,6 +107,7 @@ func newIsolate(p *Program, cfg jsapi.Config, evalTimeout time.Duration) (*isola
 	}
 	iso.realm = realm
 	iso.runFn = iso.run
+	iso.initCallbacks()
 
 	t := time.AfterFunc(evalTimeout, func() { vm.Interrupt(errEvalTimeout) })
 	modV, err := vm.RunProgram(p.prg)
@@ -362,24 +367,13 @@ func (iso *isolate) kill() {
 
 // run executes iso.call on the loop.
 func (iso *isolate) run(vm *goja.Runtime) {
-	c, ctx, seq := iso.call, iso.ctx, iso.seq
+	c := iso.call
+	iso.cur = invocation{seq: iso.seq, call: c}
 	r := iso.realm
-	r.Begin(ctx, c.Logger, c.InstanceID, c.Class)
-	finished := false
-	finish := func(resp *http.Response, err error, fatal bool) {
-		if finished {
-			return
-		}
-		finished = true
-		r.End(resp)
-		if fatal {
-			iso.retire()
-		}
-		iso.done <- result{seq: seq, resp: resp, err: err, fatal: fatal}
-	}
+	r.Begin(iso.ctx, c.Logger, c.InstanceID, c.Class)
 	h, err := iso.resolve(c)
 	if err != nil {
-		finish(nil, err, false)
+		iso.finish(nil, err, false)
 		return
 	}
 	var v goja.Value
@@ -392,45 +386,72 @@ func (iso *isolate) run(vm *goja.Runtime) {
 	}
 	if callErr != nil {
 		e, fatal := iso.handlerError(callErr)
-		finish(nil, e, fatal)
+		iso.finish(nil, e, fatal)
 		return
-	}
-	settle := func(v goja.Value) {
-		resp, err := r.ToResponse(v, c.Request)
-		if err != nil {
-			finish(nil, &HandlerError{Msg: err.Error()}, false)
-			return
-		}
-		finish(resp, nil, false)
 	}
 	o, ok := v.(*goja.Object)
 	if !ok || o.ExportType() != typePromise {
-		settle(v)
+		iso.settle(v)
 		return
 	}
 	p := o.Export().(*goja.Promise)
 	switch p.State() {
 	case goja.PromiseStateFulfilled:
-		settle(p.Result())
+		iso.settle(p.Result())
 		return
 	case goja.PromiseStateRejected:
-		finish(nil, iso.rejection(p.Result()), false)
+		iso.finish(nil, iso.rejection(p.Result()), false)
 		return
 	}
 	then, _ := goja.AssertFunction(o.Get("then"))
-	_, err = then(o,
-		vm.ToValue(func(call goja.FunctionCall) goja.Value {
-			settle(call.Argument(0))
-			return goja.Undefined()
-		}),
-		vm.ToValue(func(call goja.FunctionCall) goja.Value {
-			finish(nil, iso.rejection(call.Argument(0)), false)
-			return goja.Undefined()
-		}))
-	if err != nil {
+	if _, err = then(o, iso.onFulfilled, iso.onRejected); err != nil {
 		e, fatal := iso.handlerError(err)
-		finish(nil, e, fatal)
+		iso.finish(nil, e, fatal)
 	}
+}
+
+// invocation is the state of the call running on the loop.
+type invocation struct {
+	seq      uint64
+	call     *Call
+	finished bool
+}
+
+// initCallbacks makes the promise reactions once per runtime; they act on
+// whichever invocation is current, since a runtime runs one at a time.
+func (iso *isolate) initCallbacks() {
+	iso.onFulfilled = iso.vm.ToValue(func(call goja.FunctionCall) goja.Value {
+		iso.settle(call.Argument(0))
+		return goja.Undefined()
+	})
+	iso.onRejected = iso.vm.ToValue(func(call goja.FunctionCall) goja.Value {
+		iso.finish(nil, iso.rejection(call.Argument(0)), false)
+		return goja.Undefined()
+	})
+}
+
+func (iso *isolate) settle(v goja.Value) {
+	if iso.cur.finished {
+		return
+	}
+	resp, err := iso.realm.ToResponse(v, iso.cur.call.Request)
+	if err != nil {
+		iso.finish(nil, &HandlerError{Msg: err.Error()}, false)
+		return
+	}
+	iso.finish(resp, nil, false)
+}
+
+func (iso *isolate) finish(resp *http.Response, err error, fatal bool) {
+	if iso.cur.finished {
+		return
+	}
+	iso.cur.finished = true
+	iso.realm.End(resp)
+	if fatal {
+		iso.retire()
+	}
+	iso.done <- result{seq: iso.cur.seq, resp: resp, err: err, fatal: fatal}
 }
 
 func (iso *isolate) resolve(c *Call) (*handler, error) {

@@ -302,3 +302,20 @@ func TestHandlerFailures(t *testing.T) {
 		})
 	}
 }
+
+func TestAsyncHandler(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(bytes.Repeat([]byte("y"), 100000))
+	}))
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	pl := newPool(t, "async.js", PoolOptions{Size: 1, Fetch: tr})
+	resp, err := pl.Invoke(context.Background(), call("default", Outbound, "", httptest.NewRequest("GET", srv.URL+"/start", nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readBody(t, resp); got != "waited=true sum=10 read=100000 id=sbx-1" {
+		t.Errorf("body = %q", got)
+	}
+}

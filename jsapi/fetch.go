@@ -73,7 +73,7 @@ func (r *Realm) fetch(input, init goja.Value) goja.Value {
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     q.hdr.h.Clone(),
+		Header:     q.hdr.share(), // copied on the next write from JS
 		Host:       q.u.Host,
 	}
 	b := q.body.take()

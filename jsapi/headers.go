@@ -16,6 +16,17 @@ type headers struct {
 	hostObject
 	h         http.Header
 	immutable bool
+	// shared means h is also referenced elsewhere (another Headers, or an
+	// outgoing Go request): the first mutation copies it.
+	shared bool
+}
+
+// share returns h's map for a new owner; both sides copy before writing.
+func (h *headers) share() http.Header {
+	if !h.immutable {
+		h.shared = true
+	}
+	return h.h
 }
 
 func (r *Realm) newHeaders(h http.Header, immutable bool) *goja.Object {
@@ -37,6 +48,10 @@ func (r *Realm) installHeaders() {
 		h := this(call)
 		if h.immutable {
 			r.throwType("Can't modify immutable headers.")
+		}
+		if h.shared {
+			h.h = h.h.Clone()
+			h.shared = false
 		}
 		return h
 	}

@@ -93,7 +93,7 @@ func (r *Realm) installRequest() {
 		q := this(call)
 		c := *q
 		c.hostObject = hostObject{}
-		c.hdr = &headers{h: q.hdr.h.Clone(), immutable: q.hdr.immutable}
+		c.hdr = &headers{h: q.hdr.share(), immutable: q.hdr.immutable, shared: !q.hdr.immutable}
 		c.hdrObj = nil
 		c.body = r.cloneBody(&q.body)
 		return r.wrap(&c, r.requestProto)
@@ -116,7 +116,7 @@ func (r *Realm) newRequestFrom(input, init goja.Value) *request {
 		q.redirect = src.redirect
 		q.signal = src.signal
 		q.cf = src.cf
-		q.hdr = &headers{h: src.hdr.h.Clone()}
+		q.hdr = &headers{h: src.hdr.share(), shared: true}
 		if !hasOpt(init, "body") {
 			q.body = src.body.take()
 		}
@@ -173,6 +173,9 @@ func (r *Realm) newRequestFrom(input, init goja.Value) *request {
 		}
 		q.body = b
 		if ct != "" && q.hdr.values("Content-Type") == nil {
+			if q.hdr.shared {
+				q.hdr.h, q.hdr.shared = q.hdr.h.Clone(), false
+			}
 			q.hdr.h.Set("Content-Type", ct)
 		}
 	} else if !q.body.isNull() && (q.method == "GET" || q.method == "HEAD") {
