@@ -218,6 +218,25 @@ func TestSavesReloadOnce(t *testing.T) {
 	}
 }
 
+func TestUnchangedContentSkipped(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "policy.js")
+	envFile := filepath.Join(dir, ".dev.vars")
+	write(t, p, versioned(t, 1))
+	write(t, envFile, "K=1\n")
+	h := start(t, Options{Path: p, EnvFile: envFile})
+	env := h.r.Env()
+	write(t, p, versioned(t, 1))    // same bytes, new mtime
+	renameSave(t, envFile, "K=1\n") // same bytes, new inode
+	quiesce()
+	if g := h.r.Status().Generation; g != 1 || h.loadOK.Load() != 0 {
+		t.Fatalf("identical content reloaded: generation %d", g)
+	}
+	if h.r.Env() != env {
+		t.Fatal("identical env file rebuilt the env")
+	}
+}
+
 func TestDeleteThenRecreate(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "policy.js")
