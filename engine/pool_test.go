@@ -319,3 +319,97 @@ func TestAsyncHandler(t *testing.T) {
 		t.Errorf("body = %q", got)
 	}
 }
+
+func TestInvocationLifecycle(t *testing.T) {
+	logs := &bytes.Buffer{}
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	t.Cleanup(slow.Close)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	pl := newPool(t, "lifecycle.js", PoolOptions{Size: 1, Fetch: tr, Logger: logger, Timeout: 2 * time.Second})
+	ctx := context.Background()
+	inv := func(name string) string {
+		t.Helper()
+		resp, err := pl.Invoke(ctx, call("default", Named, name, httptest.NewRequest("GET", "http://x.com/", nil)))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return readBody(t, resp)
+	}
+
+	inv("leaveInterval")
+	if got := inv("count"); got != "0" {
+		t.Errorf("a previous invocation's interval ticked %s times in the next one", got)
+	}
+
+	inv("overflowLater")
+	time.Sleep(50 * time.Millisecond)
+	if got := inv("log"); got != "logged" { // served by a replacement runtime
+		t.Errorf("after overflow: %q", got)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if !strings.Contains(out, "msg=\"from sbx-1\"") || !strings.Contains(out, "instance=sbx-1") || !strings.Contains(out, "class=default") {
+		t.Errorf("console log record missing attrs: %s", out)
+	}
+
+	// A cancelled caller gets ErrTimeout at once; the runtime is reused.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	start := time.Now()
+	_, err := pl.Invoke(cctx, call("default", Named, "slowFetch", httptest.NewRequest("GET", slow.URL, nil)))
+	if !errors.Is(err, ErrTimeout) || time.Since(start) > time.Second {
+		t.Errorf("cancelled: err %v after %v", err, time.Since(start))
+	}
+	if got := inv("log"); got != "logged" {
+		t.Errorf("after cancel: %q", got)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestCloseWaitsForInFlight(t *testing.T) {
+	arrived := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		time.Sleep(50 * time.Millisecond)
+		_, _ = w.Write([]byte("done"))
+	}))
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	pl, err := NewPool(mustLoad(t, "lifecycle.js"), PoolOptions{Size: 1, Fetch: tr, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		resp, err := pl.Invoke(context.Background(), call("default", Named, "slowFetch", httptest.NewRequest("GET", srv.URL, nil)))
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- string(b)
+	}()
+	<-arrived
+	pl.Close()
+	if s := <-got; s != "done" {
+		t.Errorf("in-flight call got %q", s)
+	}
+	if _, err := pl.Invoke(context.Background(), call("default", Named, "log", httptest.NewRequest("GET", "http://x.com/", nil))); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: %v", err)
+	}
+}
