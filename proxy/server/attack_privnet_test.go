@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/outbound-dev/outbound/proxy/server"
 	"github.com/outbound-dev/outbound/proxy/server/servertest"
@@ -65,9 +66,13 @@ func TestMetadataRefusedBeforeDial(t *testing.T) {
 			t.Errorf("GET %s: %d %q, want 502", u, code, body)
 		}
 	}
-	logs := srv.Log.String()
+	// The audit line is written after the answer: give it a moment.
 	for _, want := range []string{"169.254.169.254:80 refused", "[fd00:ec2::254]:80 refused"} {
-		if !strings.Contains(logs, want) {
+		deadline := time.Now().Add(2 * time.Second)
+		for !strings.Contains(srv.Log.String(), want) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !strings.Contains(srv.Log.String(), want) {
 			t.Errorf("the log does not show the guard refusing %q", want)
 		}
 	}
