@@ -489,26 +489,106 @@ func (iso *isolate) resolve(c *Call) (*handler, error) {
 }
 
 func (iso *isolate) ctxObject(c *Call) goja.Value {
-	vm := iso.vm
-	o := vm.NewObject()
-	_ = o.Set("containerId", c.InstanceID)
-	_ = o.Set("className", c.Class)
-	switch c.Handler.Kind {
-	case Named:
-		var params goja.Value = goja.Undefined()
+	x := &ctxObject{vm: iso.vm, id: c.InstanceID, class: c.Class, kind: c.Handler.Kind, reason: c.Reason}
+	if c.Handler.Kind == Named {
+		x.params = goja.Undefined()
 		if c.Params != nil {
-			parse, _ := goja.AssertFunction(vm.Get("JSON").ToObject(vm).Get("parse"))
-			v, err := parse(goja.Undefined(), vm.ToValue(string(c.Params)))
+			parse, _ := goja.AssertFunction(iso.vm.Get("JSON").ToObject(iso.vm).Get("parse"))
+			v, err := parse(goja.Undefined(), iso.vm.ToValue(string(c.Params)))
 			if err != nil {
 				panic(err)
 			}
-			params = v
+			x.params = v
 		}
-		_ = o.Set("params", params)
-	case Blocked:
-		_ = o.Set("reason", c.Reason)
 	}
-	return o
+	return iso.vm.NewDynamicObject(x)
+}
+
+// ctxObject is a handler's ctx: {containerId, className}, plus params for
+// Named handlers and reason for Blocked. Backed by Go so that building one
+// per call is a single allocation; JS may still add and change properties.
+type ctxObject struct {
+	vm     *goja.Runtime
+	id     string
+	class  string
+	kind   HandlerKind
+	reason string
+	params goja.Value
+	extra  map[string]goja.Value
+	keys   []string // fixed keys still present, then added ones
+	init   bool
+}
+
+func (x *ctxObject) materialise() {
+	if x.init {
+		return
+	}
+	x.init = true
+	x.extra = map[string]goja.Value{"containerId": x.vm.ToValue(x.id), "className": x.vm.ToValue(x.class)}
+	x.keys = []string{"containerId", "className"}
+	switch x.kind {
+	case Named:
+		x.extra["params"] = x.params
+		x.keys = append(x.keys, "params")
+	case Blocked:
+		x.extra["reason"] = x.vm.ToValue(x.reason)
+		x.keys = append(x.keys, "reason")
+	}
+}
+
+func (x *ctxObject) Get(key string) goja.Value {
+	if !x.init {
+		switch key {
+		case "containerId":
+			return x.vm.ToValue(x.id)
+		case "className":
+			return x.vm.ToValue(x.class)
+		case "params":
+			if x.kind == Named {
+				return x.params
+			}
+		case "reason":
+			if x.kind == Blocked {
+				return x.vm.ToValue(x.reason)
+			}
+		}
+		return nil
+	}
+	return x.extra[key]
+}
+
+func (x *ctxObject) Set(key string, val goja.Value) bool {
+	x.materialise()
+	if _, ok := x.extra[key]; !ok {
+		x.keys = append(x.keys, key)
+	}
+	x.extra[key] = val
+	return true
+}
+
+func (x *ctxObject) Has(key string) bool {
+	x.materialise()
+	_, ok := x.extra[key]
+	return ok
+}
+
+func (x *ctxObject) Delete(key string) bool {
+	x.materialise()
+	if _, ok := x.extra[key]; ok {
+		delete(x.extra, key)
+		for i, k := range x.keys {
+			if k == key {
+				x.keys = append(x.keys[:i], x.keys[i+1:]...)
+				break
+			}
+		}
+	}
+	return true
+}
+
+func (x *ctxObject) Keys() []string {
+	x.materialise()
+	return x.keys
 }
 
 // handlerError classifies an error from calling into JS. fatal means the

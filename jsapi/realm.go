@@ -23,7 +23,9 @@ const DefaultMaxBodyBytes = 32 << 20
 // Config is what a Realm needs from its owner.
 type Config struct {
 	// Fetch carries every fetch(). It applies no policy; the proxy's guarded
-	// transport enforces the private-network rules. Required.
+	// transport enforces the private-network rules. As for any RoundTripper
+	// it must not modify the request: its header map may be shared with JS
+	// objects (copy-on-write on the JS side). Required.
 	Fetch http.RoundTripper
 	// MaxBodyBytes caps body reads from JS (text, json, arrayBuffer, stream
 	// reads). Zero means DefaultMaxBodyBytes.
