@@ -290,6 +290,10 @@ func TestBrokenSaveKeepsServing(t *testing.T) {
 	if body, gen := h.get(t, ""); body != "1:1" || gen != 1 {
 		t.Fatalf("after a broken save: %q from generation %d", body, gen)
 	}
+	// The status is published before the log line is written: poll.
+	for deadline := time.Now().Add(10 * time.Second); !posError.MatchString(h.logs.String()) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if !posError.MatchString(h.logs.String()) {
 		t.Fatalf("log lacks the file:line:col error:\n%s", h.logs)
 	}

@@ -68,7 +68,7 @@ func TestMetadataRefusedBeforeDial(t *testing.T) {
 	}
 	// The audit line is written after the answer: give it a moment.
 	for _, want := range []string{"169.254.169.254:80 refused", "[fd00:ec2::254]:80 refused"} {
-		deadline := time.Now().Add(2 * time.Second)
+		deadline := time.Now().Add(10 * time.Second)
 		for !strings.Contains(srv.Log.String(), want) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
