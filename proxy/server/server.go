@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +50,7 @@ type Server struct {
 	adminLn  net.Listener
 	metrics  *metrics
 
+	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -250,7 +252,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
-		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, context.Canceled) {
+		// A listener closed by Close is a stop, not a failure.
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, context.Canceled) || s.closed.Load() {
 			err = nil
 		}
 	}
@@ -268,6 +271,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // Close releases everything without waiting for connections.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		var errs []error
 		if s.proxyLn != nil {
 			s.proxyLn.Close()
