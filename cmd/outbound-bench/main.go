@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,7 @@ type options struct {
 	jsonPath, outbound, mitm    string
 	script, addon, logLevel     string
 	keep                        bool
+	cpuprofile                  string
 }
 
 func main() {
@@ -79,6 +81,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.script, "script", "testdata/bench/inject.js", "the credential-injection policy script")
 	fs.StringVar(&o.addon, "addon", "testdata/bench/inject_addon.py", "the equivalent mitmdump addon")
 	fs.StringVar(&o.logLevel, "outbound-log-level", "warn", "outbound's --log-level; at info it writes an audit line per request")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the run to `FILE`; outbound then runs inside the harness (its RSS includes the harness)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (proxy logs, scripts) and print its path")
 	long := fs.Bool("long", false, "longer run: 10s cells in 4 rounds, 30 reloads (explicit flags win)")
 	if err := fs.Parse(args); err != nil {
@@ -145,11 +148,24 @@ func run(ctx context.Context, opts options) (err error) {
 		defer os.RemoveAll(dir)
 	}
 	b := &bench{opts: opts, dir: dir}
+	if opts.cpuprofile != "" {
+		f, err := os.Create(opts.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if b.script, err = os.ReadFile(opts.script); err != nil {
 		return fmt.Errorf("bench script (run from the repository root): %w", err)
 	}
-	if b.outbin, err = outboundBinary(ctx, opts.outbound, dir); err != nil {
-		return err
+	if opts.cpuprofile == "" {
+		if b.outbin, err = outboundBinary(ctx, opts.outbound, dir); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -205,6 +221,9 @@ func run(ctx context.Context, opts options) (err error) {
 		if err := step(ctx, s); err != nil {
 			s.Err = err.Error()
 			fmt.Fprintf(os.Stderr, "outbound-bench: scenario %d failed: %v\n", id, err)
+		}
+		if opts.cpuprofile != "" && (id == 4 || id == 5) {
+			s.note("outbound ran inside the harness for -cpuprofile: the RSS figures include the load generator and upstream")
 		}
 		if mitmNote != "" && id <= 3 {
 			s.note("%s", mitmNote)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -14,38 +15,67 @@ import (
 	"time"
 
 	"github.com/outbound-dev/outbound/proxy/control/client"
+	"github.com/outbound-dev/outbound/proxy/server"
 )
 
-// outboundProc is `outbound serve` as a child process, driven through its
-// control API as an orchestrator would. Running it apart from the harness
-// means its RSS is the proxy's alone and the load generator's garbage is
-// not collected on its time.
+// outboundProc is one outbound under test, driven through its control API
+// as an orchestrator would. By default it is `outbound serve` as a child
+// process: its RSS is then the proxy's alone, and the load generator's
+// garbage is not collected on its time. With -cpuprofile it runs in this
+// process instead, so that one profile covers it.
 type outboundProc struct {
-	*child
-	Admin  string
+	Addr   string // proxy listener
+	Admin  string // control API
 	Script string // its own copy of the bench script, rewritten by the reload scenario
+	pid    int
+	exited <-chan struct{}
+	stop   func()
 	api    *client.Client
 }
 
-// startOutbound runs bin with the bench script copied into dir. The token
-// reaches the script through a dotenv file, as secrets do in production.
-func startOutbound(ctx context.Context, bin, dir, script, logLevel string, up *Upstream) (*outboundProc, error) {
+// Stop shuts the proxy down.
+func (o *outboundProc) Stop() { o.stop() }
+
+// RSS returns the current and peak resident set size of its process.
+func (o *outboundProc) RSS() (cur, peak int64, err error) { return readRSS(o.pid) }
+
+// files are what one outbound is started with, in its own directory.
+type files struct{ script, env, upstreamCA, state, log string }
+
+// prepare copies the bench script into dir; the token reaches the script
+// through a dotenv file, as secrets do in production.
+func prepare(dir, script string, up *Upstream) (files, error) {
+	f := files{script: filepath.Join(dir, "inject.js"), env: filepath.Join(dir, ".dev.vars"),
+		upstreamCA: filepath.Join(dir, "upstream-ca.pem"), state: filepath.Join(dir, "state"),
+		log: filepath.Join(dir, "outbound.log")}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return f, err
 	}
 	src, err := os.ReadFile(script)
 	if err != nil {
-		return nil, fmt.Errorf("outbound: reading bench script: %w", err)
+		return f, fmt.Errorf("outbound: reading bench script: %w", err)
 	}
-	o := &outboundProc{Script: filepath.Join(dir, "inject.js")}
-	caFile := filepath.Join(dir, "upstream-ca.pem")
-	envFile := filepath.Join(dir, ".dev.vars")
-	for name, b := range map[string][]byte{o.Script: src, caFile: up.CAPEM, envFile: []byte("BENCH_TOKEN=" + up.Token + "\n")} {
+	for name, b := range map[string][]byte{f.script: src, f.upstreamCA: up.CAPEM, f.env: []byte("BENCH_TOKEN=" + up.Token + "\n")} {
 		if err := os.WriteFile(name, b, 0o600); err != nil {
-			return nil, err
+			return f, err
 		}
 	}
-	_, httpsPort, _ := net.SplitHostPort(up.HTTPSAddr)
+	return f, nil
+}
+
+// connectTo maps the HTTPS name to the upstream: outbound intercepts
+// CONNECT to port 443 only, and the upstream listens on an ephemeral port.
+func connectTo(up *Upstream) string {
+	_, port, _ := net.SplitHostPort(up.HTTPSAddr)
+	return upstreamHost + ":443:127.0.0.1:" + port
+}
+
+// startOutbound runs bin as a child process with its files in dir.
+func startOutbound(ctx context.Context, bin, dir, script, logLevel string, up *Upstream) (*outboundProc, error) {
+	f, err := prepare(dir, script, up)
+	if err != nil {
+		return nil, err
+	}
 	// The listeners are given free ports rather than :0 because the only
 	// place outbound reports :0's choice is its info log, and at info it
 	// also writes an audit line per request, which the other proxies do not.
@@ -57,17 +87,17 @@ func startOutbound(ctx context.Context, bin, dir, script, logLevel string, up *U
 	if err != nil {
 		return nil, err
 	}
-	proxyAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(pp))
-	o.Admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(ap))
+	o := &outboundProc{Script: f.script,
+		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(pp)), Admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(ap))}
 	cmd := exec.Command(bin, "serve",
-		"--script", o.Script, "--env-file", envFile,
-		"--listen", proxyAddr, "--admin", o.Admin,
-		"--state", filepath.Join(dir, "state"),
+		"--script", f.script, "--env-file", f.env,
+		"--listen", o.Addr, "--admin", o.Admin,
+		"--state", f.state,
 		"--allow-private", // the upstream is on loopback
-		"--upstream-ca", caFile,
-		"--connect-to", upstreamHost+":443:127.0.0.1:"+httpsPort,
+		"--upstream-ca", f.upstreamCA,
+		"--connect-to", connectTo(up),
 		"--log-format", "json", "--log-level", logLevel)
-	logf, err := os.Create(filepath.Join(dir, "outbound.log"))
+	logf, err := os.Create(f.log)
 	if err != nil {
 		return nil, err
 	}
@@ -76,12 +106,52 @@ func startOutbound(ctx context.Context, bin, dir, script, logLevel string, up *U
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("outbound: start %s: %w", bin, err)
 	}
-	o.child = newChild("outbound", cmd, nil)
-	o.Addr = proxyAddr
+	c := newChild("outbound", cmd, nil)
+	o.pid, o.exited, o.stop = cmd.Process.Pid, c.done, c.Stop
 	o.api = client.New("http://"+o.Admin, "")
 	if err := o.waitReady(ctx); err != nil {
 		o.Stop()
-		return nil, fmt.Errorf("outbound (log in %s): %w", logf.Name(), err)
+		return nil, fmt.Errorf("outbound (log in %s): %w", f.log, err)
+	}
+	return o, nil
+}
+
+// startOutboundInProcess runs the same server inside the harness.
+func startOutboundInProcess(ctx context.Context, dir, script, logLevel string, up *Upstream) (*outboundProc, error) {
+	f, err := prepare(dir, script, up)
+	if err != nil {
+		return nil, err
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(logLevel)); err != nil {
+		return nil, fmt.Errorf("bad -outbound-log-level %q", logLevel)
+	}
+	logf, err := os.Create(f.log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(ctx, server.Config{
+		Script: f.script, EnvFile: f.env, Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", StateDir: f.state,
+		AllowPrivate: true, UpstreamCA: []string{f.upstreamCA}, ConnectTo: []string{connectTo(up)},
+		Logger: slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: lv})),
+	})
+	if err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("outbound in-process: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer logf.Close()
+		srv.Serve(sctx)
+	}()
+	o := &outboundProc{Script: f.script, Addr: srv.ProxyAddr().String(), Admin: srv.AdminAddr().String(),
+		pid: os.Getpid(), exited: done, stop: func() { cancel(); <-done }}
+	o.api = client.New("http://"+o.Admin, "")
+	if err := o.waitReady(ctx); err != nil {
+		o.Stop()
+		return nil, err
 	}
 	return o, nil
 }
@@ -97,7 +167,7 @@ func (o *outboundProc) waitReady(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-o.done:
+		case <-o.exited:
 			return fmt.Errorf("exited before it was ready: %w", err)
 		case <-ctx.Done():
 			return fmt.Errorf("not ready after 30s: %w", err)

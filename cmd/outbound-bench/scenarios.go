@@ -25,7 +25,7 @@ type bench struct {
 	mitm     *mitm // nil when mitmdump is not installed
 	outbin   string
 	script   []byte // testdata/bench/inject.js
-	started  []*child
+	started  []interface{ Stop() }
 
 	shared     *outboundProc // scenarios 1-3
 	sharedInst *url.URL
@@ -33,11 +33,20 @@ type bench struct {
 }
 
 func (b *bench) startOutbound(ctx context.Context, name string) (*outboundProc, error) {
-	o, err := startOutbound(ctx, b.outbin, filepath.Join(b.dir, name), b.opts.script, b.opts.logLevel, b.up)
+	dir := filepath.Join(b.dir, name)
+	start := func() (*outboundProc, error) {
+		return startOutbound(ctx, b.outbin, dir, b.opts.script, b.opts.logLevel, b.up)
+	}
+	if b.opts.cpuprofile != "" {
+		start = func() (*outboundProc, error) {
+			return startOutboundInProcess(ctx, dir, b.opts.script, b.opts.logLevel, b.up)
+		}
+	}
+	o, err := start()
 	if err != nil {
 		return nil, err
 	}
-	b.started = append(b.started, o.child)
+	b.started = append(b.started, o)
 	return o, nil
 }
 
@@ -193,7 +202,7 @@ func (b *bench) scenario4(ctx context.Context, s *Scenario) error {
 	if err != nil {
 		return err
 	}
-	sampler := samplePeak(o.cmd.Process.Pid, 10*time.Millisecond)
+	sampler := samplePeak(o.pid, 10*time.Millisecond)
 	var took [2]time.Duration
 	var moved [2]int64
 	for range b.opts.rounds {
