@@ -95,6 +95,25 @@ func (s *Scenario) addRows(targets []Target, conc int, stats []Stats, ref int) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
 
+// ratio shows three digits, so that a ratio just under a target does not
+// print as equal to it.
+func ratio(r float64) string { return fmt.Sprintf("%.3g×", r) }
+
+// msOrDash is a latency cell; downloads have no latency distribution.
+func msOrDash(d time.Duration) string {
+	if d == 0 {
+		return "–"
+	}
+	return ms(d)
+}
+
+func rate(r float64) string {
+	if r < 100 {
+		return fmt.Sprintf("%.2f", r)
+	}
+	return fmt.Sprintf("%.0f", r)
+}
+
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func passMiss(ok bool) string {
@@ -132,8 +151,8 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 				if row.Ratio != 0 {
 					rt = fmt.Sprintf("%.2f×", row.Ratio)
 				}
-				fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %d | %s | %s |\n", row.Target, row.Concurrency,
-					row.Stats.RPS, ms(row.Stats.P50), ms(row.Stats.P99), row.Stats.Errors, rt, mdEscape(row.Note))
+				fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d | %s | %s |\n", row.Target, row.Concurrency,
+					rate(row.Stats.RPS), msOrDash(row.Stats.P50), msOrDash(row.Stats.P99), row.Stats.Errors, rt, mdEscape(row.Note))
 			}
 		}
 		if len(s.Checks) > 0 {
