@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -35,6 +36,10 @@ type Target struct {
 	Check func(resp *http.Response) error
 	// Observe, if set, sees every successful response as it completes.
 	Observe func(resp *http.Response, done time.Time)
+	// PID, if set, is the proxy's process: its CPU time over the measured
+	// part is recorded. CPU per request is much less sensitive to other
+	// load on a shared machine than requests per second.
+	PID int
 }
 
 // Stats summarises one measured run (or several merged).
@@ -47,6 +52,10 @@ type Stats struct {
 	P99      time.Duration `json:"p99_ns"`
 	// FirstError is one error message, to say why requests failed.
 	FirstError string `json:"first_error,omitempty"`
+	// ProxyCPU is the CPU time the proxy process used while measured, and
+	// CPUPerReq that divided by the successful requests (0 when unknown).
+	ProxyCPU  time.Duration `json:"proxy_cpu_ns,omitempty"`
+	CPUPerReq time.Duration `json:"proxy_cpu_per_request_ns,omitempty"`
 
 	latencies []time.Duration
 }
@@ -70,6 +79,7 @@ func Merge(runs ...Stats) Stats {
 		s.Requests += r.Requests
 		s.Errors += r.Errors
 		s.Elapsed += r.Elapsed
+		s.ProxyCPU += r.ProxyCPU
 		s.latencies = append(s.latencies, r.latencies...)
 		if s.FirstError == "" {
 			s.FirstError = r.FirstError
@@ -85,6 +95,9 @@ func (s *Stats) finish() {
 	s.P99 = Percentile(s.latencies, 99)
 	if s.Elapsed > 0 {
 		s.RPS = float64(s.Requests) / s.Elapsed.Seconds()
+	}
+	if s.Requests > 0 {
+		s.CPUPerReq = s.ProxyCPU / time.Duration(s.Requests)
 	}
 }
 
@@ -144,6 +157,17 @@ func Run(ctx context.Context, t Target, conc int, warmup, dur time.Duration) (St
 	measureFrom := start.Add(warmup)
 	per := make([]Stats, conc)
 	var wg sync.WaitGroup
+	var cpu0 time.Duration
+	cpuErr := errors.New("no PID")
+	if t.PID != 0 {
+		wg.Go(func() {
+			select {
+			case <-time.After(warmup):
+				cpu0, cpuErr = readCPU(t.PID)
+			case <-ctx.Done():
+			}
+		})
+	}
 	for i := range conc {
 		wg.Go(func() {
 			c := t.client(i)
@@ -157,6 +181,11 @@ func Run(ctx context.Context, t Target, conc int, warmup, dur time.Duration) (St
 	s.Elapsed = end.Sub(measureFrom)
 	if s.Elapsed < 0 {
 		s.Elapsed = 0
+	}
+	if cpuErr == nil {
+		if cpu1, err := readCPU(t.PID); err == nil {
+			s.ProxyCPU = cpu1 - cpu0
+		}
 	}
 	s.finish()
 	return s, nil

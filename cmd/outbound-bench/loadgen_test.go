@@ -179,3 +179,25 @@ func TestReadRSSOfSelf(t *testing.T) {
 		t.Errorf("readRSS = %d, %d; want 0 < cur <= peak", cur, peak)
 	}
 }
+
+func TestReadCPUOfSelfGrows(t *testing.T) {
+	before, err := readCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	x := 0
+	for time.Now().Before(deadline) {
+		for i := range 1_000_000 {
+			x += i
+		}
+		after, err := readCPU(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after > before {
+			return
+		}
+	}
+	t.Errorf("CPU time did not grow after 5s of spinning (x=%d)", x)
+}

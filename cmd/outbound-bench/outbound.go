@@ -39,6 +39,15 @@ func (o *outboundProc) Stop() { o.stop() }
 // RSS returns the current and peak resident set size of its process.
 func (o *outboundProc) RSS() (cur, peak int64, err error) { return readRSS(o.pid) }
 
+// CPUPID is the process whose CPU time is the proxy's: none when it runs
+// inside the harness.
+func (o *outboundProc) CPUPID() int {
+	if o.pid == os.Getpid() {
+		return 0
+	}
+	return o.pid
+}
+
 // files are what one outbound is started with, in its own directory.
 type files struct{ script, env, upstreamCA, state, log string }
 

@@ -48,6 +48,9 @@ func (c *child) Stop() {
 	}
 }
 
+// PID is the child's process id.
+func (c *child) PID() int { return c.cmd.Process.Pid }
+
 // RSS returns the child's current and peak resident set size in bytes.
 func (c *child) RSS() (cur, peak int64, err error) {
 	return readRSS(c.cmd.Process.Pid)
@@ -79,6 +82,33 @@ func readRSS(pid int) (cur, peak int64, err error) {
 		}
 	}
 	return cur, peak, nil
+}
+
+// clockTick is the unit of utime and stime in /proc/PID/stat: USER_HZ,
+// which Linux fixes at 100 on every architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// readCPU returns the CPU time (user + system) a process has used so far.
+func readCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading CPU time of pid %d: %w", pid, err)
+	}
+	// The command name (field 2) may hold spaces; fields count from after it.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("pid %d: unexpected /proc stat line", pid)
+	}
+	var total int64
+	for _, s := range f[11:13] { // utime, stime: fields 14 and 15
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("pid %d: bad CPU time %q", pid, s)
+		}
+		total += n
+	}
+	return time.Duration(total) * clockTick, nil
 }
 
 // peakSampler polls a process's RSS until stopped and keeps the maximum, in

@@ -145,14 +145,18 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 			if s.Ref != "" {
 				ratio = "× " + s.Ref
 			}
-			fmt.Fprintf(w, "| target | conc | req/s | p50 | p99 | errors | %s | note |\n|---|--:|--:|--:|--:|--:|--:|---|\n", ratio)
+			fmt.Fprintf(w, "| target | conc | req/s | p50 | p99 | errors | proxy CPU/req | %s | note |\n|---|--:|--:|--:|--:|--:|--:|--:|---|\n", ratio)
 			for _, row := range s.Rows {
 				rt := ""
 				if row.Ratio != 0 {
 					rt = fmt.Sprintf("%.2f×", row.Ratio)
 				}
-				fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d | %s | %s |\n", row.Target, row.Concurrency,
-					rate(row.Stats.RPS), msOrDash(row.Stats.P50), msOrDash(row.Stats.P99), row.Stats.Errors, rt, mdEscape(row.Note))
+				cpu := "–"
+				if row.Stats.CPUPerReq > 0 {
+					cpu = fmt.Sprintf("%.0f µs", float64(row.Stats.CPUPerReq)/float64(time.Microsecond))
+				}
+				fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d | %s | %s | %s |\n", row.Target, row.Concurrency,
+					rate(row.Stats.RPS), msOrDash(row.Stats.P50), msOrDash(row.Stats.P99), row.Stats.Errors, cpu, rt, mdEscape(row.Note))
 			}
 		}
 		if len(s.Checks) > 0 {

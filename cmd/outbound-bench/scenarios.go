@@ -95,11 +95,11 @@ func (b *bench) scenario1(ctx context.Context, s *Scenario) error {
 		return err
 	}
 	targets := []Target{
-		{Name: "baseline Go forwarder", URL: b.smallHTTP(), Proxies: []*url.URL{b.baselineURL()}},
-		{Name: "outbound + JS", URL: b.smallHTTP(), Proxies: []*url.URL{inst}},
+		{Name: "baseline Go forwarder", URL: b.smallHTTP(), Proxies: []*url.URL{b.baselineURL()}, PID: b.baseline.PID()},
+		{Name: "outbound + JS", URL: b.smallHTTP(), Proxies: []*url.URL{inst}, PID: b.shared.CPUPID()},
 	}
 	if b.mitm != nil {
-		targets = append(targets, Target{Name: "mitmdump + addon", URL: b.smallHTTP(), Proxies: []*url.URL{b.mitmURL()}})
+		targets = append(targets, Target{Name: "mitmdump + addon", URL: b.smallHTTP(), Proxies: []*url.URL{b.mitmURL()}, PID: b.mitm.PID()})
 	}
 	s.Ref = "baseline"
 	res, err := b.cells(ctx, s, targets, 0)
@@ -130,12 +130,12 @@ func (b *bench) scenario2(ctx context.Context, s *Scenario) error {
 		return err
 	}
 	targets := []Target{
-		{Name: "baseline Go forwarder (HTTP)", URL: b.smallHTTP(), Proxies: []*url.URL{b.baselineURL()}},
-		{Name: "outbound + JS (HTTPS MITM)", URL: b.smallHTTPS(), Proxies: []*url.URL{inst}, RootCAs: b.sharedCA},
+		{Name: "baseline Go forwarder (HTTP)", URL: b.smallHTTP(), Proxies: []*url.URL{b.baselineURL()}, PID: b.baseline.PID()},
+		{Name: "outbound + JS (HTTPS MITM)", URL: b.smallHTTPS(), Proxies: []*url.URL{inst}, RootCAs: b.sharedCA, PID: b.shared.CPUPID()},
 	}
 	if b.mitm != nil {
 		targets = append(targets, Target{Name: "mitmdump + addon (HTTPS MITM)", URL: "https://" + b.up.HTTPSAddr + "/small",
-			Proxies: []*url.URL{b.mitmURL()}, RootCAs: b.mitm.CAPool})
+			Proxies: []*url.URL{b.mitmURL()}, RootCAs: b.mitm.CAPool, PID: b.mitm.PID()})
 	}
 	s.Ref = "baseline"
 	res, err := b.cells(ctx, s, targets, 0)
@@ -158,11 +158,11 @@ func (b *bench) scenario3(ctx context.Context, s *Scenario) error {
 		return err
 	}
 	targets := []Target{
-		{Name: "outbound + JS (new TLS conn/req)", URL: b.smallHTTPS(), Proxies: []*url.URL{inst}, RootCAs: b.sharedCA, NewConnPerRequest: true},
+		{Name: "outbound + JS (new TLS conn/req)", URL: b.smallHTTPS(), Proxies: []*url.URL{inst}, RootCAs: b.sharedCA, NewConnPerRequest: true, PID: b.shared.CPUPID()},
 	}
 	if b.mitm != nil {
 		targets = append(targets, Target{Name: "mitmdump + addon (new TLS conn/req)", URL: "https://" + b.up.HTTPSAddr + "/small",
-			Proxies: []*url.URL{b.mitmURL()}, RootCAs: b.mitm.CAPool, NewConnPerRequest: true})
+			Proxies: []*url.URL{b.mitmURL()}, RootCAs: b.mitm.CAPool, NewConnPerRequest: true, PID: b.mitm.PID()})
 	}
 	s.Ref = "outbound"
 	res, err := b.cells(ctx, s, targets, 0)
@@ -174,6 +174,9 @@ func (b *bench) scenario3(ctx context.Context, s *Scenario) error {
 		best = max(best, res[c][0].RPS)
 	}
 	s.check("new TLS connections/s (best concurrency)", best, fmt.Sprintf("%.0f/s", best), "≥ 1000/s", best >= 1000)
+	if cpu := res[b.opts.concurrency[len(b.opts.concurrency)-1]][0].CPUPerReq; cpu > 0 {
+		s.note("outbound used %s of CPU per new connection and request, i.e. about %.0f connections/s per core it has to itself", ms(cpu), float64(time.Second)/float64(cpu))
+	}
 	s.note("each request is a new TCP connection to the proxy and a full TLS handshake (no session resumption); the client's handshake work runs on the same 2 cores")
 	return nil
 }
@@ -316,8 +319,8 @@ func (b *bench) scenario5(ctx context.Context, s *Scenario) error {
 		spread = append(spread, urls[(i*7919)%len(urls)])
 	}
 	targets := []Target{
-		{Name: "outbound, 1 instance", URL: b.smallHTTP(), Proxies: []*url.URL{oneURL}},
-		{Name: fmt.Sprintf("outbound, %d instances", b.opts.instances), URL: b.smallHTTP(), Proxies: spread},
+		{Name: "outbound, 1 instance", URL: b.smallHTTP(), Proxies: []*url.URL{oneURL}, PID: one.CPUPID()},
+		{Name: fmt.Sprintf("outbound, %d instances", b.opts.instances), URL: b.smallHTTP(), Proxies: spread, PID: many.CPUPID()},
 	}
 	s.Ref = "1 instance"
 	for _, c := range []int{1, 32} {
@@ -363,7 +366,7 @@ func (b *bench) scenario6(ctx context.Context, s *Scenario) error {
 	var mu sync.Mutex
 	firstSeen := map[string]time.Time{}
 	const conc = 32
-	t := Target{Name: "outbound + JS, reloading", URL: b.smallHTTP(), Proxies: []*url.URL{inst},
+	t := Target{Name: "outbound + JS, reloading", URL: b.smallHTTP(), Proxies: []*url.URL{inst}, PID: o.CPUPID(),
 		Observe: func(resp *http.Response, done time.Time) {
 			v := resp.Header.Get("X-Bench-Version")
 			mu.Lock()
