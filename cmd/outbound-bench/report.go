@@ -114,6 +114,8 @@ func rate(r float64) string {
 	return fmt.Sprintf("%.0f", r)
 }
 
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
+
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 func passMiss(ok bool) string {
@@ -153,7 +155,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 				}
 				cpu := "–"
 				if row.Stats.CPUPerReq > 0 {
-					cpu = fmt.Sprintf("%.0f µs", float64(row.Stats.CPUPerReq)/float64(time.Microsecond))
+					cpu = us(row.Stats.CPUPerReq)
 				}
 				fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d | %s | %s | %s |\n", row.Target, row.Concurrency,
 					rate(row.Stats.RPS), msOrDash(row.Stats.P50), msOrDash(row.Stats.P99), row.Stats.Errors, cpu, rt, mdEscape(row.Note))

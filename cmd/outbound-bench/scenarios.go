@@ -114,6 +114,14 @@ func (b *bench) scenario1(ctx context.Context, s *Scenario) error {
 			r := st[1].RPS / st[2].RPS
 			s.check(fmt.Sprintf("req/s vs mitmdump, conc %d", c), r, ratio(r), "≥ 15×", r >= 15)
 		}
+		if st[0].CPUPerReq > 0 && st[1].CPUPerReq > 0 {
+			line := fmt.Sprintf("conc %d, proxy CPU per request: outbound %s, baseline %s (%s)", c,
+				us(st[1].CPUPerReq), us(st[0].CPUPerReq), ratio(float64(st[1].CPUPerReq)/float64(st[0].CPUPerReq)))
+			if b.mitm != nil && st[2].CPUPerReq > 0 {
+				line += fmt.Sprintf(", mitmdump %s (%s outbound's)", us(st[2].CPUPerReq), ratio(float64(st[2].CPUPerReq)/float64(st[1].CPUPerReq)))
+			}
+			s.note("%s", line)
+		}
 		if c == 1 {
 			added := st[1].P99 - st[0].P99
 			s.check("added p99 latency of the handler, conc 1", float64(added)/1e6, ms(added), "< 1 ms", added < time.Millisecond)
