@@ -50,6 +50,9 @@ type Stats struct {
 	RPS      float64       `json:"rps"`
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
+	// Unfinished counts requests still in flight when the time was up: not
+	// failures, but a sign that latency is of the order of the run.
+	Unfinished int `json:"unfinished"`
 	// FirstError is one error message, to say why requests failed.
 	FirstError string `json:"first_error,omitempty"`
 	// ProxyCPU is the CPU time the proxy process used while measured, and
@@ -78,6 +81,7 @@ func Merge(runs ...Stats) Stats {
 	for _, r := range runs {
 		s.Requests += r.Requests
 		s.Errors += r.Errors
+		s.Unfinished += r.Unfinished
 		s.Elapsed += r.Elapsed
 		s.ProxyCPU += r.ProxyCPU
 		s.latencies = append(s.latencies, r.latencies...)
@@ -197,8 +201,11 @@ func worker(ctx context.Context, c *http.Client, t Target, measureFrom time.Time
 		t0 := time.Now()
 		err := fetchOnce(ctx, c, t)
 		done := time.Now()
-		if ctx.Err() != nil {
-			break // cut off by the end of the run, not a failure
+		if ctx.Err() != nil { // cut off by the end of the run, not a failure
+			if !t0.Before(measureFrom) {
+				s.Unfinished++
+			}
+			break
 		}
 		if t0.Before(measureFrom) {
 			continue
@@ -249,6 +256,29 @@ func want200(resp *http.Response) error {
 	return nil
 }
 
+// settle waits (at most 10 s) until a proxy has finished the work a run
+// left it, such as requests that were cut off, so that the next target in
+// the interleaving does not pay for it: until the process uses under a
+// tenth of a core.
+func settle(ctx context.Context, pid int) {
+	const every = 200 * time.Millisecond
+	for range 50 {
+		c0, err := readCPU(pid)
+		if err != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		c1, err := readCPU(pid)
+		if err != nil || c1-c0 <= every/10 {
+			return
+		}
+	}
+}
+
 // Interleave measures the targets in turn, rounds times each (A B A B), so
 // that noise from the shared machine falls on all of them alike. Each
 // target's share of the time is dur, split over the rounds.
@@ -259,6 +289,9 @@ func Interleave(ctx context.Context, targets []Target, conc, rounds int, warmup,
 			s, err := Run(ctx, t, conc, warmup, dur/time.Duration(rounds))
 			if err != nil {
 				return nil, err
+			}
+			if t.PID != 0 {
+				settle(ctx, t.PID)
 			}
 			runs[i] = append(runs[i], s)
 		}

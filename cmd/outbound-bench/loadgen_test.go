@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -104,16 +105,16 @@ func TestRunCountsSuccessesAndFailures(t *testing.T) {
 }
 
 func TestRunThroughProxyUsesEveryInstance(t *testing.T) {
-	seen := make(chan string, 1000)
+	var mu sync.Mutex
+	creds := map[string]bool{}
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !r.URL.IsAbs() {
 			http.Error(w, "not a proxy request", http.StatusBadRequest)
 			return
 		}
-		select {
-		case seen <- r.Header.Get("Proxy-Authorization"):
-		default:
-		}
+		mu.Lock()
+		creds[r.Header.Get("Proxy-Authorization")] = true
+		mu.Unlock()
 		w.Write([]byte("proxied"))
 	}))
 	t.Cleanup(proxy.Close)
@@ -127,11 +128,8 @@ func TestRunThroughProxyUsesEveryInstance(t *testing.T) {
 	if len(s) != 1 || s[0].Requests == 0 || s[0].Errors != 0 {
 		t.Fatalf("Interleave = %+v", s)
 	}
-	close(seen)
-	creds := map[string]bool{}
-	for c := range seen {
-		creds[c] = true
-	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(creds) != 2 {
 		t.Errorf("saw %d distinct proxy credentials, want 2 (one per worker)", len(creds))
 	}
@@ -200,4 +198,26 @@ func TestReadCPUOfSelfGrows(t *testing.T) {
 		}
 	}
 	t.Errorf("CPU time did not grow after 5s of spinning (x=%d)", x)
+}
+
+func TestRunCutsOffSlowRequestsAsUnfinished(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); srv.Close() })
+	start := time.Now()
+	s, err := Run(context.Background(), Target{Name: "slow", URL: srv.URL}, 3, 0, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Run took %v against a server that never answers", took)
+	}
+	if s.Requests != 0 || s.Errors != 0 || s.Unfinished != 3 {
+		t.Errorf("got %d requests, %d errors, %d unfinished; want 0, 0, 3", s.Requests, s.Errors, s.Unfinished)
+	}
 }

@@ -86,9 +86,14 @@ func (s *Scenario) addRows(targets []Target, conc int, stats []Stats, ref int) {
 		if ref >= 0 && stats[ref].RPS > 0 {
 			r.Ratio = st.RPS / stats[ref].RPS
 		}
-		if st.Errors > 0 {
-			r.Note = "first error: " + st.FirstError
+		var notes []string
+		if st.Unfinished > 0 && st.Requests < 10*st.Unfinished {
+			notes = append(notes, fmt.Sprintf("%d requests still in flight when time was up", st.Unfinished))
 		}
+		if st.Errors > 0 {
+			notes = append(notes, "first error: "+st.FirstError)
+		}
+		r.Note = strings.Join(notes, "; ")
 		s.Rows = append(s.Rows, r)
 	}
 }
