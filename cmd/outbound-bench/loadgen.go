@@ -202,9 +202,9 @@ func worker(ctx context.Context, c *http.Client, t Target, measureFrom time.Time
 		err := fetchOnce(ctx, c, t)
 		done := time.Now()
 		if ctx.Err() != nil { // cut off by the end of the run, not a failure
-			if !t0.Before(measureFrom) {
-				s.Unfinished++
-			}
+			// Counted even if it started in the warm-up: a proxy that
+			// never answers within the run must not look merely idle.
+			s.Unfinished++
 			break
 		}
 		if t0.Before(measureFrom) {

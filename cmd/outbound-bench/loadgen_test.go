@@ -210,7 +210,7 @@ func TestRunCutsOffSlowRequestsAsUnfinished(t *testing.T) {
 	}))
 	t.Cleanup(func() { close(release); srv.Close() })
 	start := time.Now()
-	s, err := Run(context.Background(), Target{Name: "slow", URL: srv.URL}, 3, 0, 100*time.Millisecond)
+	s, err := Run(context.Background(), Target{Name: "slow", URL: srv.URL}, 3, 50*time.Millisecond, 100*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
