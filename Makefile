@@ -46,8 +46,8 @@ bench: bench-go bench-load
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-bench-load:
-	$(GO) run ./cmd/outbound-bench
+bench-load: build
+	$(GO) run ./cmd/outbound-bench -outbound $(BIN) $(BENCHFLAGS)
 
 demo: build
 	./$(BIN) demo
