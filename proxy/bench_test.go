@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"testing"
+	"time"
 )
 
 // BenchmarkProxyHTTP compares keep-alive plain-HTTP throughput through
@@ -21,36 +23,114 @@ func BenchmarkProxyHTTP(b *testing.B) {
 	b.Cleanup(up.Close)
 
 	b.Run("bare", func(b *testing.B) {
-		tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, DisableCompression: true}
-		b.Cleanup(tr.CloseIdleConnections)
-		bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			out := r.Clone(r.Context())
-			out.RequestURI = ""
-			stripHop(out.Header)
-			if r.ContentLength == 0 {
-				out.Body = nil
-			}
-			res, err := tr.RoundTrip(out)
-			if err != nil {
-				http.Error(w, "bad gateway", http.StatusBadGateway)
-				return
-			}
-			defer res.Body.Close()
-			stripHop(res.Header)
-			for k, vv := range res.Header {
-				w.Header()[k] = vv
-			}
-			w.WriteHeader(res.StatusCode)
-			io.Copy(w, res.Body)
-		}))
-		b.Cleanup(bare.Close)
-		runProxyClients(b, &url.URL{Scheme: "http", Host: bare.Listener.Addr().String()}, up.URL)
+		u := bareProxy(b)
+		u.User = url.UserPassword("a", tokenA) // same client work as outbound's
+		runProxyClients(b, u, up.URL)
 	})
 
 	b.Run("outbound", func(b *testing.B) {
 		h := newHarness(b, harnessOpts{discardLogs: true})
 		runProxyClients(b, &url.URL{Scheme: "http", User: url.UserPassword("a", tokenA), Host: h.addr}, up.URL)
 	})
+}
+
+// BenchmarkProxyHTTPRatio runs the two proxies of BenchmarkProxyHTTP in
+// alternating batches, so load from other processes on the machine hits both
+// alike, and reports outbound's throughput relative to bare (target >= 0.9).
+// "audit-log" formats one JSON audit line per request (to io.Discard), as
+// outbound always does; "no-audit-log" disables it by level, isolating what
+// the line costs from the rest of the request path.
+func BenchmarkProxyHTTPRatio(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello from upstream\n")
+	}))
+	b.Cleanup(up.Close)
+	for _, variant := range []struct {
+		name  string
+		noLog bool
+	}{{"audit-log", false}, {"no-audit-log", true}} {
+		b.Run(variant.name, func(b *testing.B) {
+			h := newHarness(b, harnessOpts{discardLogs: true, noAuditLog: variant.noLog})
+			// The bare proxy gets (and strips) the same credentials, so
+			// both clients do the same work.
+			bareURL := bareProxy(b)
+			bareURL.User = url.UserPassword("a", tokenA)
+			bare := proxyClient(b, bareURL)
+			ours := proxyClient(b, &url.URL{Scheme: "http", User: url.UserPassword("a", tokenA), Host: h.addr})
+			const batch, workers = 100, 4
+			var tBare, tOurs time.Duration
+			n := 0
+			for b.Loop() {
+				tBare += runBatch(b, bare, up.URL, batch, workers)
+				tOurs += runBatch(b, ours, up.URL, batch, workers)
+				n += batch
+			}
+			b.ReportMetric(float64(tBare.Nanoseconds())/float64(n), "bare-ns/req")
+			b.ReportMetric(float64(tOurs.Nanoseconds())/float64(n), "outbound-ns/req")
+			b.ReportMetric(float64(tBare)/float64(tOurs), "throughput-ratio")
+		})
+	}
+}
+
+func proxyClient(b *testing.B, proxyURL *url.URL) *http.Client {
+	tr := &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxIdleConnsPerHost: 64}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+func runBatch(b *testing.B, c *http.Client, target string, batch, workers int) time.Duration {
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range batch / workers {
+				res, err := c.Get(target)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// bareProxy is the baseline: a plain net/http forwarding proxy with the same
+// transport tuning, the same server timeouts (any exposed server needs
+// ReadHeaderTimeout) and hop-by-hop stripping, and nothing else.
+func bareProxy(b *testing.B) *url.URL {
+	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true, DisableCompression: true}
+	b.Cleanup(tr.CloseIdleConnections)
+	bare := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out := r.Clone(r.Context())
+		out.RequestURI = ""
+		stripHop(out.Header)
+		if r.ContentLength == 0 {
+			out.Body = nil
+		}
+		res, err := tr.RoundTrip(out)
+		if err != nil {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		stripHop(res.Header)
+		for k, vv := range res.Header {
+			w.Header()[k] = vv
+		}
+		w.WriteHeader(res.StatusCode)
+		io.Copy(w, res.Body)
+	}))
+	bare.Config.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	bare.Config.IdleTimeout = DefaultIdleTimeout
+	bare.Config.MaxHeaderBytes = DefaultMaxHeaderBytes
+	bare.Start()
+	b.Cleanup(bare.Close)
+	return &url.URL{Scheme: "http", Host: bare.Listener.Addr().String()}
 }
 
 func runProxyClients(b *testing.B, proxyURL *url.URL, target string) {

@@ -229,13 +229,13 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, res *http
 	w.WriteHeader(res.StatusCode)
 	asSent := *res
 	asSent.Proto = r.Proto
-	rc := http.NewResponseController(w)
+	flusher, _ := w.(http.Flusher) // the HTTP/1 and HTTP/2 writers both flush
 	// A stream of unknown length (SSE, chunked) gets its headers now: the
 	// first event may be a long way off.
-	if res.ContentLength < 0 || isEventStream(dst) {
-		_ = rc.Flush()
+	if flusher != nil && (res.ContentLength < 0 || isEventStream(dst)) {
+		flusher.Flush()
 	}
-	n, err := copyFlushing(w, rc, res.Body)
+	n, err := copyFlushing(w, flusher, res.Body)
 	a.out = n
 	for k, vv := range res.Trailer {
 		if _, announced := dst[k]; !announced {
@@ -261,7 +261,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // copyFlushing copies body to w, flushing after each write so the sandbox
 // gets every byte as soon as upstream sends it. A read failure is
 // errUpstreamBody; a write failure (the sandbox went away) is returned as is.
-func copyFlushing(w io.Writer, rc *http.ResponseController, body io.Reader) (int64, error) {
+func copyFlushing(w io.Writer, f http.Flusher, body io.Reader) (int64, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -274,7 +274,9 @@ func copyFlushing(w io.Writer, rc *http.ResponseController, body io.Reader) (int
 			if werr != nil {
 				return n, werr
 			}
-			_ = rc.Flush()
+			if f != nil {
+				f.Flush()
+			}
 		}
 		if rerr == io.EOF {
 			return n, nil

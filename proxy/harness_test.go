@@ -49,6 +49,8 @@ type fakeBackend struct {
 	connect func(inst Instance, host string, port int) ConnectDecision
 	handle  func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome)
 
+	trivial bool // benchmarks: forward without recording anything
+
 	mu   sync.Mutex
 	seen []seenRequest
 }
@@ -72,6 +74,9 @@ func (b *fakeBackend) Connect(ctx context.Context, inst Instance, host string, p
 }
 
 func (b *fakeBackend) Handle(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+	if b.trivial {
+		return forward(b.rt, req, "internet")
+	}
 	b.mu.Lock()
 	b.seen = append(b.seen, seenRequest{inst: inst.ID(), method: req.Method, url: req.URL.String(), host: req.Host, proto: req.Proto, header: req.Header.Clone()})
 	b.mu.Unlock()
@@ -148,7 +153,8 @@ type harnessOpts struct {
 	connectTo   []string
 	roots       *x509.CertPool
 	maxTunnels  int
-	discardLogs bool // benchmarks: format every audit line, keep none
+	discardLogs bool // benchmarks: format every audit line, keep none; trivial backend
+	noAuditLog  bool // benchmarks: audit lines disabled by level
 }
 
 const (
@@ -183,10 +189,12 @@ func newHarness(t testing.TB, ho harnessOpts) *harness {
 			t.Fatal(err)
 		}
 	}
-	backend := &fakeBackend{tokens: map[string]string{"a": tokenA, "b": tokenB}, rt: up}
+	backend := &fakeBackend{tokens: map[string]string{"a": tokenA, "b": tokenB}, rt: up, trivial: ho.discardLogs}
 	logs := &syncBuffer{}
 	var logger *slog.Logger
-	if ho.discardLogs {
+	if ho.noAuditLog {
+		logger = slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
+	} else if ho.discardLogs {
 		logger = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	} else {
 		logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/outbound-dev/outbound/proxy/upstream"
@@ -19,6 +20,16 @@ type Metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	leafCache      *prometheus.CounterVec
 	tunnels        *prometheus.GaugeVec
+
+	// Children resolved once per label set: WithLabelValues hashes and
+	// formats on every call, which shows on the per-request path.
+	requestByKey sync.Map // requestKey -> prometheus.Counter
+	handlerByKey sync.Map // handler name -> prometheus.Observer
+}
+
+type requestKey struct {
+	step   string
+	status int
 }
 
 // NewMetrics registers the proxy's series on reg.
@@ -85,14 +96,23 @@ func (m *Metrics) request(step string, status int) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(step, strconv.Itoa(status)).Inc()
+	k := requestKey{step, status}
+	c, ok := m.requestByKey.Load(k)
+	if !ok {
+		c, _ = m.requestByKey.LoadOrStore(k, m.requests.WithLabelValues(step, strconv.Itoa(status)))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 func (m *Metrics) handler(name string, d time.Duration) {
 	if m == nil || name == "" {
 		return
 	}
-	m.handlerSeconds.WithLabelValues(name).Observe(d.Seconds())
+	o, ok := m.handlerByKey.Load(name)
+	if !ok {
+		o, _ = m.handlerByKey.LoadOrStore(name, m.handlerSeconds.WithLabelValues(name))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
 func (m *Metrics) tunnel(mode string, delta float64) {

@@ -221,7 +221,9 @@ func (s *Server) CloseInstance(id string) {
 func (s *Server) ActiveTunnels() int { return int(s.tunnelSlots.Load()) }
 
 func (s *Server) newRequestID() string {
-	return s.idPrefix + "-" + strconv.FormatUint(s.idSeq.Add(1), 10)
+	b := make([]byte, 0, len(s.idPrefix)+1+20)
+	b = append(append(b, s.idPrefix...), '-')
+	return string(strconv.AppendUint(b, s.idSeq.Add(1), 10))
 }
 
 type requestIDKey struct{}

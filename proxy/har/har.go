@@ -82,7 +82,7 @@ type exchange struct {
 // Record is one exchange being traced.
 type Record struct {
 	s *Store
-	e *exchange
+	e exchange // one allocation per traced request
 }
 
 // Begin records req (its method, URL, headers and body size; never its body)
@@ -94,10 +94,11 @@ func (s *Store) Begin(instance, id string, req *http.Request) *Record {
 	}
 	h := req.Header.Clone()
 	h.Del("Proxy-Authorization")
-	e := &exchange{
+	rec := &Record{s: s, e: exchange{
 		id: id, started: time.Now(), method: req.Method, url: req.URL.String(), proto: req.Proto,
 		host: req.Host, header: h, reqBytes: req.ContentLength, chunked: len(req.TransferEncoding) > 0,
-	}
+	}}
+	e := &rec.e
 	s.mu.Lock()
 	r := s.rings[instance]
 	if r == nil {
@@ -106,7 +107,7 @@ func (s *Store) Begin(instance, id string, req *http.Request) *Record {
 	}
 	r.add(e, s.size)
 	s.mu.Unlock()
-	return &Record{s: s, e: e}
+	return rec
 }
 
 // Finish records the response as sent to the sandbox: its status and headers
@@ -118,7 +119,7 @@ func (r *Record) Finish(res *http.Response, bodyBytes int64, wait time.Duration)
 	}
 	total := time.Since(r.e.started)
 	r.s.mu.Lock()
-	e := r.e
+	e := &r.e
 	e.done, e.status, e.resProto, e.resHeader = true, res.StatusCode, res.Proto, res.Header
 	e.resBytes, e.wait, e.total = bodyBytes, wait, total
 	r.s.mu.Unlock()
