@@ -68,6 +68,27 @@ func TestPlainHTTP(t *testing.T) {
 	}
 }
 
+func TestChunkedUploadStreams(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	up := echoUpstream(t)
+	pr, pw := io.Pipe()
+	go func() {
+		for i := range 3 {
+			fmt.Fprintf(pw, "part%d;", i)
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("PUT", up.URL+"/up", pr) // unknown length: chunked
+	res, err := h.client("a", tokenA, "a").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := mustBody(t, res); body != "PUT /up part0;part1;part2;" {
+		t.Fatalf("upstream got %q", body)
+	}
+	waitFor(t, func() bool { return strings.Contains(h.logs.String(), `"bytes_in":18`) })
+}
+
 func TestProxyAuth(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	up := echoUpstream(t)

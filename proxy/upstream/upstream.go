@@ -147,7 +147,8 @@ func (t *Transport) DialContext(ctx context.Context, network, addr string) (net.
 func (t *Transport) CloseIdleConnections() { t.rt.CloseIdleConnections() }
 
 func (t *Transport) report(err error) {
-	if t.onError != nil {
+	// A request the sandbox (or a handler) abandoned is not an upstream failure.
+	if t.onError != nil && !errors.Is(err, context.Canceled) {
 		t.onError(Classify(err))
 	}
 }
