@@ -307,9 +307,23 @@ func releaseWithBody(resp *http.Response, release func()) *http.Response {
 		release()
 		return resp
 	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, release: release}
+	rb := &releasingBody{ReadCloser: resp.Body, release: release}
+	// An upgraded connection (101) must stay writable, or the proxy cannot
+	// relay the sandbox's side of a WebSocket.
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+		resp.Body = &releasingConn{releasingBody: rb, w: rwc}
+	} else {
+		resp.Body = rb
+	}
 	return resp
 }
+
+type releasingConn struct {
+	*releasingBody
+	w io.Writer
+}
+
+func (c *releasingConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 type releasingBody struct {
 	io.ReadCloser
