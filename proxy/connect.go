@@ -202,8 +202,9 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance
 		return
 	}
 	tlsConn := tls.Server(&countConn{Conn: bufferedConn(conn, brw.Reader), t: t}, &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
+		MinVersion:       tls.VersionTLS12,
+		NextProtos:       []string{"h2", "http/1.1"},
+		CurvePreferences: s.interceptCurves(),
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			// An absent SNI (clients send none for IP literals) means the
 			// CONNECT host; a present one must name it.
@@ -232,6 +233,21 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance
 		tlsConn.Close()
 		t.finish()
 	}
+}
+
+// interceptCurves are the key exchanges offered to the sandbox. By default
+// classical only (X25519, P-256): the sandbox-to-proxy hop is usually
+// loopback or a host-local network, where recording traffic to break it
+// with a future quantum computer is not the threat, and ML-KEM encapsulation
+// is a large share of a full handshake. The hybrids must be left out, not
+// ordered last: Go ignores the order and always prefers them. A client that
+// offers only a hybrid then fails to connect; InterceptPostQuantum restores
+// Go's defaults (nil).
+func (s *Server) interceptCurves() []tls.CurveID {
+	if s.opts.InterceptPostQuantum {
+		return nil
+	}
+	return []tls.CurveID{tls.X25519, tls.CurveP256}
 }
 
 // rawTunnel dials host:port through the guarded dialer and relays bytes.

@@ -122,6 +122,49 @@ func (h *harness) tlsThroughConnect(target string, cfg *tls.Config) (*tls.Conn, 
 	return tc, tc.Handshake()
 }
 
+// The interception leg offers classical key exchange unless the operator
+// asks for the post-quantum hybrid; a client that offers only P-256 or only
+// the hybrid still gets a handshake it can complete.
+func TestInterceptKeyExchange(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		postQuantum bool
+		client      []tls.CurveID // nil: Go's defaults (hybrid and X25519 shares)
+		want        tls.CurveID
+		fail        bool
+	}{
+		{"default, Go client", false, nil, tls.X25519, false},
+		{"default, P-256 only client", false, []tls.CurveID{tls.CurveP256}, tls.CurveP256, false},
+		{"default, hybrid only client", false, []tls.CurveID{tls.X25519MLKEM768}, 0, true},
+		{"post-quantum, Go client", true, nil, tls.X25519MLKEM768, false},
+		{"post-quantum, X25519 only client", true, []tls.CurveID{tls.X25519}, tls.X25519, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{postQuantum: tc.postQuantum})
+			a, _ := h.cas.Get("a")
+			pool := x509.NewCertPool()
+			pool.AddCert(a.Certificate())
+			conn, err := h.tlsThroughConnect("example.com:443", &tls.Config{
+				ServerName: "example.com", RootCAs: pool, CurvePreferences: tc.client, MinVersion: tls.VersionTLS13,
+			})
+			if tc.fail {
+				if err == nil {
+					conn.Close()
+					t.Fatal("handshake succeeded with no common key exchange")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if got := conn.ConnectionState().CurveID; got != tc.want {
+				t.Errorf("key exchange %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestSNIAndHostMustMatchConnect(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {

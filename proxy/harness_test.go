@@ -155,6 +155,7 @@ type harnessOpts struct {
 	maxTunnels  int
 	discardLogs bool // benchmarks: format every audit line, keep none; trivial backend
 	noAuditLog  bool // benchmarks: audit lines disabled by level
+	postQuantum bool // Options.InterceptPostQuantum
 }
 
 const (
@@ -209,6 +210,8 @@ func newHarness(t testing.TB, ho harnessOpts) *harness {
 		Metrics:    m,
 		HAR:        store,
 		MaxTunnels: ho.maxTunnels,
+
+		InterceptPostQuantum: ho.postQuantum,
 	})
 	if err != nil {
 		t.Fatal(err)

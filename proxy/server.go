@@ -54,6 +54,13 @@ type Options struct {
 	IdleTimeout         time.Duration // keep-alive idle, outer and intercepted
 	MaxHeaderBytes      int
 	TLSHandshakeTimeout time.Duration // interception handshake
+
+	// InterceptPostQuantum offers the X25519MLKEM768 hybrid key exchange on
+	// the sandbox-facing (intercepted) TLS leg. Off by default: that hop is
+	// normally local, and the ML-KEM share costs about a third of each
+	// interception handshake. See interceptCurves and SECURITY.md. The
+	// upstream leg always keeps Go's defaults, post-quantum included.
+	InterceptPostQuantum bool
 }
 
 // Server is the proxy listener: identity, CONNECT, interception, forwarding
