@@ -61,6 +61,10 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	red := &redactor{}
+	startVars := func() *jsapi.Env { return &jsapi.Env{Vars: cfg.Vars} }
+	red.env.Store(&startVars)
+	cfg.Logger = slog.New(redactHandler{next: cfg.Logger.Handler(), r: red})
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:3128"
 	}
@@ -127,6 +131,8 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	envNow := s.reloader.Env
+	red.env.Store(&envNow)
 	scripts := handlers.FromReloader(s.reloader)
 	s.registry, err = instances.Open(ctx, instances.Options{Store: s.store, Policy: handlers.PolicyOf(scripts)})
 	if err != nil {
@@ -156,7 +162,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 
 	s.proxy, err = proxy.New(proxy.Options{
-		Backend: backend{svc, s.reloader.Env}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
+		Backend: backend{svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
 		Logger: cfg.Logger, Metrics: pm, HAR: s.har,
 	})
 	if err != nil {
