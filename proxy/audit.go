@@ -2,10 +2,8 @@ package proxy
 
 import (
 	"context"
-	"encoding/base64"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -13,6 +11,8 @@ import (
 // step name comes from the Backend.
 const (
 	stepAuth        = "auth"         // missing or wrong credentials: 407
+	stepAuthLimit   = "auth_limit"   // too many failed authentications: 429
+	stepConnLimit   = "conn_limit"   // too many client connections: 503
 	stepBadRequest  = "bad_request"  // not a proxy request, bad target: 400
 	stepMisdirected = "misdirected"  // inner Host is not the CONNECT host: 421
 	stepSelf        = "self"         // addressed to the proxy itself: 400
@@ -83,37 +83,6 @@ func (s *Server) logAudit(ctx context.Context, a *audit) {
 	s.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
-// credentials parses "Proxy-Authorization: Basic base64(id:token)".
-func credentials(r *http.Request) (id, token string, ok bool) {
-	v := r.Header.Get("Proxy-Authorization")
-	scheme, enc, found := strings.Cut(v, " ")
-	if !found || !strings.EqualFold(scheme, "Basic") {
-		return "", "", false
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
-	if err != nil {
-		return "", "", false
-	}
-	id, token, ok = strings.Cut(string(raw), ":")
-	if !ok || id == "" {
-		return "", "", false
-	}
-	return id, token, true
-}
-
-// authenticate returns the instance the request speaks for, or nil.
-func (s *Server) authenticate(r *http.Request) Instance {
-	id, token, ok := credentials(r)
-	if !ok {
-		return nil
-	}
-	inst, ok := s.opts.Backend.Authenticate(id, token)
-	if !ok || inst == nil {
-		return nil
-	}
-	return inst
-}
-
 // plain writes a short proxy-generated answer. Its text never carries
 // internal detail.
 func plain(w http.ResponseWriter, status int, msg string) {
@@ -122,9 +91,4 @@ func plain(w http.ResponseWriter, status int, msg string) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write([]byte(msg + "\n"))
-}
-
-func writeProxyAuthRequired(w http.ResponseWriter) {
-	w.Header().Set("Proxy-Authenticate", `Basic realm="outbound"`)
-	plain(w, http.StatusProxyAuthRequired, "proxy authentication required")
 }

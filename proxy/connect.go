@@ -93,10 +93,8 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	inst := s.authenticate(r)
+	inst := s.authenticate(w, r, a)
 	if inst == nil {
-		a.step, a.status = stepAuth, http.StatusProxyAuthRequired
-		writeProxyAuthRequired(w)
 		return
 	}
 	a.instance = inst

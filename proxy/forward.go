@@ -43,10 +43,8 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		plain(w, a.status, "only http:// URLs are proxied; use CONNECT for https")
 		return
 	}
-	inst := s.authenticate(r)
+	inst := s.authenticate(w, r, a)
 	if inst == nil {
-		a.step, a.status = stepAuth, http.StatusProxyAuthRequired
-		writeProxyAuthRequired(w)
 		return
 	}
 	a.instance = inst

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outbound-dev/outbound/proxy/authlimit"
 	"github.com/outbound-dev/outbound/proxy/ca"
 	"github.com/outbound-dev/outbound/proxy/har"
 	"github.com/outbound-dev/outbound/proxy/netguard"
@@ -27,6 +28,7 @@ const (
 	DefaultIdleTimeout         = 120 * time.Second
 	DefaultMaxHeaderBytes      = 64 << 10
 	DefaultTLSHandshakeTimeout = 10 * time.Second
+	DefaultMaxConns            = 16384
 )
 
 // Options configure a Server.
@@ -54,6 +56,16 @@ type Options struct {
 	IdleTimeout         time.Duration // keep-alive idle, outer and intercepted
 	MaxHeaderBytes      int
 	TLSHandshakeTimeout time.Duration // interception handshake
+	// MaxConns caps client connections open at once on each listener, idle
+	// keep-alive ones and tunnels included; one more gets 503 and is closed.
+	// Negative means no cap.
+	MaxConns int
+	// Failed authentications per source address: AuthFailBurst in a row,
+	// then AuthFailRate per second, are allowed; past that the source gets
+	// 429 without its credentials being checked (see authlimit). Zero means
+	// authlimit's defaults; a negative AuthFailRate disables the limit.
+	AuthFailRate  float64
+	AuthFailBurst int
 
 	// InterceptPostQuantum offers the X25519MLKEM768 hybrid key exchange on
 	// the sandbox-facing (intercepted) TLS leg. Off by default: that hop is
@@ -66,9 +78,10 @@ type Options struct {
 // Server is the proxy listener: identity, CONNECT, interception, forwarding
 // of requests to the Backend and of responses back to the sandbox.
 type Server struct {
-	opts  Options
-	log   *slog.Logger
-	guard *netguard.Guard // self-address matcher (Options.Guard or a private one)
+	opts      Options
+	log       *slog.Logger
+	guard     *netguard.Guard    // self-address matcher (Options.Guard or a private one)
+	authLimit *authlimit.Limiter // nil when disabled
 
 	outer   *http.Server // the proxy listener(s)
 	inner   *http.Server // intercepted TLS connections, HTTP/1.1 and HTTP/2
@@ -84,6 +97,8 @@ type Server struct {
 	tunnels     map[*tunnel]struct{} // open tunnels and hijacked relays
 	mitm        sync.Map             // *tls.Conn -> *tunnel, for the inner server
 	hijackWG    sync.WaitGroup       // goroutines relaying hijacked connections
+
+	connRefusedLog atomic.Int64 // unix nanos of the last MaxConns log line
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -112,6 +127,9 @@ func New(opts Options) (*Server, error) {
 	if opts.TLSHandshakeTimeout <= 0 {
 		opts.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
 	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = DefaultMaxConns
+	}
 	var prefix [4]byte
 	if _, err := rand.Read(prefix[:]); err != nil {
 		return nil, fmt.Errorf("proxy: request id prefix: %w", err)
@@ -126,6 +144,9 @@ func New(opts Options) (*Server, error) {
 		tunnels:  make(map[*tunnel]struct{}),
 		idPrefix: hex.EncodeToString(prefix[:]),
 		innerLn:  newConnListener(),
+		authLimit: authlimit.New(authlimit.Options{
+			Rate: opts.AuthFailRate, Burst: opts.AuthFailBurst, Logger: opts.Logger, What: "proxy credentials",
+		}),
 	}
 	if s.guard == nil {
 		s.guard = netguard.New(netguard.Options{})
@@ -178,7 +199,21 @@ func (s *Server) Serve(ln net.Listener) error {
 			_ = s.inner.Serve(s.innerLn) // returns when Shutdown closes innerLn
 		}()
 	})
+	if s.opts.MaxConns > 0 {
+		ln = &limitListener{Listener: ln, max: int64(s.opts.MaxConns), refused: s.connRefused}
+	}
 	return s.outer.Serve(ln)
+}
+
+// connRefused notes a connection refused by MaxConns: counted as a request
+// (step conn_limit, 503), logged at most once a minute.
+func (s *Server) connRefused() {
+	s.opts.Metrics.request(stepConnLimit, http.StatusServiceUnavailable)
+	now := time.Now().UnixNano()
+	last := s.connRefusedLog.Load()
+	if now-last >= int64(time.Minute) && s.connRefusedLog.CompareAndSwap(last, now) {
+		s.log.Warn("too many open client connections; refusing new ones with 503", "max_conns", s.opts.MaxConns)
+	}
 }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx is

@@ -14,10 +14,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/outbound-dev/outbound/jsapi"
+	"github.com/outbound-dev/outbound/proxy/authlimit"
 )
 
 // Limits on what a caller may send.
@@ -70,18 +72,22 @@ type Options struct {
 	Token   string       // when set, every call needs "Authorization: Bearer <Token>"
 	Metrics http.Handler // served at /metrics; nil for none
 	Logger  *slog.Logger
+	// AuthLimit, if set, counts wrong tokens per source; a source that used
+	// up its failures gets 429 without its token being checked.
+	AuthLimit *authlimit.Limiter
 }
 
 type api struct {
 	b         Backend
 	tokenHash [32]byte
 	hasToken  bool
+	limit     *authlimit.Limiter
 	log       *slog.Logger
 }
 
 // Handler returns the control API as an http.Handler.
 func Handler(o Options) http.Handler {
-	a := &api{b: o.Backend, log: o.Logger}
+	a := &api{b: o.Backend, log: o.Logger, limit: o.AuthLimit}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -114,8 +120,18 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a.hasToken {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if ok {
+				if wait, limited := a.limit.Limited(r.RemoteAddr); limited {
+					w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+					writeError(w, Errorf(http.StatusTooManyRequests, "too many wrong admin tokens from this address; retry later"))
+					return
+				}
+			}
 			h := sha256.Sum256([]byte(got))
 			if !ok || subtle.ConstantTimeCompare(h[:], a.tokenHash[:]) != 1 {
+				if ok { // a missing token is a misconfigured client, not a guess
+					a.limit.Failed(r.RemoteAddr)
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="outbound"`)
 				writeError(w, Errorf(http.StatusUnauthorized, "missing or wrong admin token"))
 				return

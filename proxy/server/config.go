@@ -27,4 +27,21 @@ type Config struct {
 	UpstreamCA     []string // PEM files
 	HandlerTimeout time.Duration
 	Logger         *slog.Logger
+
+	// Limits on what clients may hold or send. Zero means the default noted.
+	ReadHeaderTimeout time.Duration // proxy and admin: to send a request's headers; 10s
+	IdleTimeout       time.Duration // proxy and admin: keep-alive idle; 2m
+	MaxHeaderBytes    int           // proxy and admin: one header block; 64 KiB
+	MaxConns          int           // proxy client connections open at once, idle ones included; 16384; more get 503
+	MaxTunnels        int           // CONNECT tunnels open at once; 4096; more get 503
+	MaxBodyBytes      int64         // what JS may read of one body; 32 MiB
+	// UpstreamResponseHeaderTimeout is how long an upstream may take to
+	// answer with headers before the request gets 504; 120s.
+	UpstreamResponseHeaderTimeout time.Duration
+	// Failed authentications (proxy credentials, admin token) per source
+	// address: AuthFailBurst in a row (20), then one per second
+	// (AuthFailRate) is forgiven; past that the source gets 429. A negative
+	// AuthFailRate disables the limit.
+	AuthFailRate  float64
+	AuthFailBurst int
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/outbound-dev/outbound/handlers/store"
 	"github.com/outbound-dev/outbound/jsapi"
 	"github.com/outbound-dev/outbound/proxy"
+	"github.com/outbound-dev/outbound/proxy/authlimit"
 	"github.com/outbound-dev/outbound/proxy/ca"
 	"github.com/outbound-dev/outbound/proxy/control"
 	"github.com/outbound-dev/outbound/proxy/har"
@@ -74,6 +75,16 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	if cfg.HandlerTimeout <= 0 {
 		cfg.HandlerTimeout = 30 * time.Second
 	}
+	// The proxy fills in its own defaults; the admin listener shares them.
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = proxy.DefaultReadHeaderTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = proxy.DefaultIdleTimeout
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = proxy.DefaultMaxHeaderBytes
+	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("no state directory given")
 	}
@@ -120,7 +131,7 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	s.reloader, err = reload.New(ctx, reload.Options{
 		Path:    cfg.Script,
-		Pool:    engine.PoolOptions{Timeout: cfg.HandlerTimeout, Fetch: up, Logger: cfg.Logger},
+		Pool:    engine.PoolOptions{Timeout: cfg.HandlerTimeout, Fetch: up, Logger: cfg.Logger, MaxBodyBytes: cfg.MaxBodyBytes},
 		Compile: handlers.CompilePolicy,
 		EnvFile: envFile,
 		Vars:    cfg.Vars,
@@ -164,6 +175,9 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 	s.proxy, err = proxy.New(proxy.Options{
 		Backend: backend{svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
 		Logger: cfg.Logger, Metrics: pm, HAR: s.har,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		MaxConns: cfg.MaxConns, MaxTunnels: cfg.MaxTunnels,
+		AuthFailRate: cfg.AuthFailRate, AuthFailBurst: cfg.AuthFailBurst,
 	})
 	if err != nil {
 		return nil, err
@@ -172,11 +186,14 @@ func New(ctx context.Context, cfg Config) (s *Server, err error) {
 		Handler: control.Handler(control.Options{
 			Backend: &controlBackend{s}, Token: cfg.AdminToken, Logger: cfg.Logger,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			AuthLimit: authlimit.New(authlimit.Options{
+				Rate: cfg.AuthFailRate, Burst: cfg.AuthFailBurst, Logger: cfg.Logger, What: "admin token",
+			}),
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	return s, nil
@@ -223,7 +240,10 @@ func newUpstream(cfg Config, pm *proxy.Metrics) (*netguard.Guard, *upstream.Tran
 			return nil, nil, fmt.Errorf("--upstream-ca: %w", err)
 		}
 	}
-	up, err := upstream.New(upstream.Options{Guard: guard, RootCAs: roots, Resolve: resolve, ConnectTo: connectTo, OnError: pm.UpstreamError})
+	up, err := upstream.New(upstream.Options{
+		Guard: guard, RootCAs: roots, Resolve: resolve, ConnectTo: connectTo, OnError: pm.UpstreamError,
+		ResponseHeaderTimeout: cfg.UpstreamResponseHeaderTimeout,
+	})
 	if err != nil {
 		return nil, nil, err
 	}
