@@ -37,9 +37,12 @@ fuzz-ci:
 fuzz:
 	$(MAKE) fuzz-ci FUZZTIME=$(or $(FUZZLONG),2000000x)
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 bench: bench-go bench-load
 

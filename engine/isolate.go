@@ -53,7 +53,6 @@ type classTable struct {
 type rawClass struct {
 	name     string
 	source   string
-	ctorErr  string
 	obj      *goja.Object
 	self     goja.Value
 	defOrder int

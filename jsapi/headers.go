@@ -29,13 +29,6 @@ func (h *headers) share() http.Header {
 	return h.h
 }
 
-func (r *Realm) newHeaders(h http.Header, immutable bool) *goja.Object {
-	if h == nil {
-		h = make(http.Header)
-	}
-	return r.wrap(&headers{h: h, immutable: immutable}, r.headersProto)
-}
-
 func (r *Realm) installHeaders() {
 	_, proto := r.constructor("Headers", func(call goja.ConstructorCall, proto *goja.Object) *goja.Object {
 		h := make(http.Header)

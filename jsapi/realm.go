@@ -330,8 +330,7 @@ func (r *Realm) getter(o *goja.Object, name string, fn func(goja.FunctionCall) g
 // returned. The construct function receives the prototype the new object must
 // get (so subclasses work).
 func (r *Realm) constructor(name string, construct func(call goja.ConstructorCall, proto *goja.Object) *goja.Object) (*goja.Object, *goja.Object) {
-	var ctor *goja.Object
-	ctor = r.vm.ToValue(func(call goja.ConstructorCall) *goja.Object {
+	ctor := r.vm.ToValue(func(call goja.ConstructorCall) *goja.Object {
 		if call.This == nil || call.This == r.vm.GlobalObject() {
 			r.throwType("Failed to construct '%s': Please use the 'new' operator", name)
 		}
