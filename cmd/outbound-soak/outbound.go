@@ -253,11 +253,18 @@ func (p *proc) LogLevels() ([]ErrorLine, error) {
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		var l struct {
-			Level, Msg string
+			Level, Msg, Error string
+			Status            int
 		}
 		key := "unparsed"
 		if json.Unmarshal(sc.Bytes(), &l) == nil {
 			key = l.Level + " " + l.Msg
+			if l.Status != 0 {
+				key += " " + strconv.Itoa(l.Status)
+			}
+			if l.Error != "" {
+				key += " (" + truncate(l.Error, 80) + ")"
+			}
 		}
 		n[key]++
 		if _, ok := first[key]; !ok {

@@ -24,30 +24,36 @@ func report(w io.Writer, r *result) bool {
 		errsByKind[k] += l.Count
 	}
 	elapsed := r.main.End.Sub(r.main.Start).Seconds()
-	fmt.Fprintf(w, "| kind | requests | per second | errors | p50 | p99 | connections opened |\n")
-	fmt.Fprintf(w, "|---|--:|--:|--:|--:|--:|--:|\n")
+	clients := map[string]int{}
+	for i := range o.clients {
+		clients[clientKind(i, o.instances)]++
+	}
+	fmt.Fprintf(w, "| kind | clients | requests | per second | errors | p50 | p99 | connections opened |\n")
+	fmt.Fprintf(w, "|---|--:|--:|--:|--:|--:|--:|--:|\n")
 	var total uint64
 	for _, k := range kinds {
 		h := r.main.Lat[k]
 		n := h.Count()
 		total += n
-		conns := "—"
+		conns, cl := "—", "—"
 		if k != "ws-echo" {
-			conns = fmt.Sprint(r.main.Dials[k].Load())
+			conns, cl = fmt.Sprint(r.main.Dials[k].Load()), fmt.Sprint(clients[k])
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f | %d | %s | %s | %s |\n", k, n, float64(n)/elapsed, errsByKind[k],
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %d | %s | %s | %s |\n", k, cl, n, float64(n)/elapsed, errsByKind[k],
 			ms(h.Percentile(50)), ms(h.Percentile(99)), conns)
 	}
-	fmt.Fprintf(w, "| all | %d | %.0f | %d | | | |\n\n", total, float64(total)/elapsed, r.main.Errs.Total())
+	fmt.Fprintf(w, "| all | %d | %d | %.0f | %d | | | |\n\n", o.clients, total, float64(total)/elapsed, r.main.Errs.Total())
+	fmt.Fprintf(w, "ws and wss count handshakes, each on a new connection; ws-echo the round trips inside them. "+
+		"HTTP(S) clients keep their connection alive: connections opened above their number are reconnections.\n")
 	fmt.Fprintf(w, "Requests cut off by the end of the load (not errors): %d. Warm-up: %d requests, %d errors.\n",
 		r.main.Cut.Load(), r.warm.Requests(), r.warm.Errs.Total())
 	fmt.Fprintf(w, "The upstream saw %d requests and %d WebSocket sessions.\n\n", r.upReqs, r.upWS)
 
 	rl := r.reloads
-	fmt.Fprintf(w, "Reloads: %d", rl.Reloads)
+	fmt.Fprintf(w, "Reloads: %d (%d served before the end)", rl.Reloads, len(rl.Lags))
 	if len(rl.Lags) > 0 {
 		fmt.Fprintf(w, "; rewrite to first response with the new version: p50 %s, max %s",
-			ms(rl.Lags[len(rl.Lags)/2]), ms(rl.Lags[len(rl.Lags)-1]))
+			ms(rl.Lags[(len(rl.Lags)-1)/2]), ms(rl.Lags[len(rl.Lags)-1]))
 	}
 	fmt.Fprintln(w)
 	if len(rl.Unseen) > 0 {
@@ -127,4 +133,7 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 }
 
-func cell(s string) string { return strings.ReplaceAll(truncate(s, 200), "|", `\|`) }
+// cell fits a message into one table cell.
+func cell(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ", "\r", " ").Replace(truncate(strings.TrimSpace(s), 200))
+}
