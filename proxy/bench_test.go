@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -154,4 +155,52 @@ func runProxyClients(b *testing.B, proxyURL *url.URL, target string) {
 			}
 		}
 	})
+}
+
+// BenchmarkProxyDownload streams a large body through outbound and through
+// the bare forwarder, alternating, and reports each one's throughput and
+// outbound's ratio to bare. Both read the upstream with their own copy loop;
+// the difference is copyFlushing (buffer size, flushing) against io.Copy.
+func BenchmarkProxyDownload(b *testing.B) {
+	const size = 64 << 20
+	chunk := make([]byte, 256<<10)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		for n := 0; n < size; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	b.Cleanup(up.Close)
+	h := newHarness(b, harnessOpts{discardLogs: true})
+	bareURL := bareProxy(b)
+	bareURL.User = url.UserPassword("a", tokenA)
+	bare := proxyClient(b, bareURL)
+	ours := proxyClient(b, &url.URL{Scheme: "http", User: url.UserPassword("a", tokenA), Host: h.addr})
+	get := func(c *http.Client) time.Duration {
+		start := time.Now()
+		res, err := c.Get(up.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err != nil || n != size {
+			b.Fatalf("read %d of %d bytes: %v", n, size, err)
+		}
+		return time.Since(start)
+	}
+	var tBare, tOurs time.Duration
+	n := 0
+	for b.Loop() {
+		tBare += get(bare)
+		tOurs += get(ours)
+		n++
+	}
+	mib := float64(size) / (1 << 20) * float64(n)
+	b.ReportMetric(mib/tBare.Seconds(), "bare-MiB/s")
+	b.ReportMetric(mib/tOurs.Seconds(), "outbound-MiB/s")
+	b.ReportMetric(float64(tBare)/float64(tOurs), "throughput-ratio")
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -409,4 +410,64 @@ func value(m prometheus.Metric) float64 {
 		return float64(d.Histogram.GetSampleCount())
 	}
 	return 0
+}
+
+// A body that fills the small copy buffer moves to the large one; bytes
+// stay intact and in order, and what arrives after the switch is still
+// flushed at once.
+func TestBulkBodyStreamsAfterBufferSwitch(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	bulk := make([]byte, 3*smallCopyBuf+7)
+	for i := range bulk {
+		bulk[i] = byte(i * 7)
+	}
+	release := make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+		pr, pw := io.Pipe()
+		go func() {
+			pw.Write(bulk)
+			pw.Write([]byte("tail-1"))
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			pw.Write([]byte("tail-2"))
+			pw.Close()
+		}()
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: pr, ContentLength: -1}, Outcome{Step: "internet"}
+	}
+	res, err := h.client("a", tokenA, "a").Get("http://example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	first := make([]byte, len(bulk)+len("tail-1"))
+	got := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(res.Body, first)
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("bytes written before the upstream paused did not arrive: the proxy buffers after the switch")
+	}
+	if !bytes.Equal(first[:len(bulk)], bulk) || string(first[len(bulk):]) != "tail-1" {
+		t.Fatal("bulk body corrupted across the buffer switch")
+	}
+	close(release)
+	rest, err := io.ReadAll(res.Body)
+	if err != nil || string(rest) != "tail-2" {
+		t.Fatalf("rest %q, %v", rest, err)
+	}
 }
