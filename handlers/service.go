@@ -171,7 +171,7 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 			Env:        s.opts.Env(),
 			InstanceID: in.ID(),
 			Params:     d.Params,
-			Logger:     s.log.With("instance", in.ID(), "handler", name),
+			Logger:     s.log, // console lines carry instance and class already
 		})
 		out := Outcome{Step: d.Step.String(), Handler: name, Err: err}
 		switch {
@@ -211,7 +211,7 @@ func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance,
 		Env:        s.opts.Env(),
 		InstanceID: in.ID(),
 		Reason:     step.String(),
-		Logger:     s.log.With("instance", in.ID(), "handler", "blocked"),
+		Logger:     s.log,
 	})
 	if err != nil {
 		out.Err = fmt.Errorf("blocked hook: %w", err)
