@@ -23,7 +23,7 @@ func TestHostileScripts(t *testing.T) {
 	}))
 	srv := servertest.Start(t, server.Config{
 		Script:         securityDir + "hostile.js",
-		HandlerTimeout: 500 * time.Millisecond,
+		HandlerTimeout: time.Second, // room for the 200 cases under -race on a loaded machine
 		ConnectTo:      []string{"slow.test:80:" + upstreamIP + ":" + portOf(slow)},
 		Vars:           map[string]string{"SECRET": "s3cr3t-hostile"},
 	})

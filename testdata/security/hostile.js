@@ -37,14 +37,14 @@ export default {
       case "/hang":
         return new Promise(() => {});
       case "/timers":
-        for (let i = 0; i < 5000; i++) setTimeout(() => {}, 60000);
+        for (let i = 0; i < 2000; i++) setTimeout(() => {}, 60000);
         return new Response("timers");
       case "/timers-hang":
         for (let i = 0; i < 5000; i++) setInterval(() => {}, 1);
         return new Promise(() => {});
       case "/fetch-storm": {
         // Hundreds of fetches left running after the response.
-        for (let i = 0; i < 300; i++) fetch("http://slow.test/").catch(() => {});
+        for (let i = 0; i < 200; i++) fetch("http://slow.test/").catch(() => {});
         return new Response("storm");
       }
       case "/fetch-storm-wait": {
