@@ -98,16 +98,8 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.instance = inst
-	h, port, err := host.SplitHostPort(r.Host, "")
-	if err != nil {
-		a.step, a.status = stepBadRequest, http.StatusBadRequest
-		plain(w, a.status, "bad CONNECT target: want host:port")
-		return
-	}
-	a.host, a.port = h, port
-	if s.isSelf(h, port) {
-		a.step, a.status = stepSelf, http.StatusBadRequest
-		plain(w, a.status, "request addressed to the proxy itself")
+	h, port, ok := s.target(w, a, r.Host, "", "bad CONNECT target: want host:port")
+	if !ok {
 		return
 	}
 	stripRequest(r.Header)

@@ -48,16 +48,8 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.instance = inst
-	h, port, err := host.SplitHostPort(r.URL.Host, "80")
-	if err != nil {
-		a.step, a.status = stepBadRequest, http.StatusBadRequest
-		plain(w, a.status, "bad request target host")
-		return
-	}
-	a.host, a.port = h, port
-	if s.isSelf(h, port) {
-		a.step, a.status = stepSelf, http.StatusBadRequest
-		plain(w, a.status, "request addressed to the proxy itself")
+	h, port, ok := s.target(w, a, r.URL.Host, "80", "bad request target host")
+	if !ok {
 		return
 	}
 	hostport := bracket(h)
@@ -396,4 +388,22 @@ func closeWrite(c any) bool {
 		return cw.CloseWrite() == nil
 	}
 	return false
+}
+
+// target normalises a request's destination and refuses a malformed one or
+// one addressed to the proxy itself; it answers the sandbox when it refuses.
+func (s *Server) target(w http.ResponseWriter, a *audit, hostport, defaultPort, badMsg string) (string, int, bool) {
+	h, port, err := host.SplitHostPort(hostport, defaultPort)
+	if err != nil {
+		a.step, a.status = stepBadRequest, http.StatusBadRequest
+		plain(w, a.status, badMsg)
+		return "", 0, false
+	}
+	a.host, a.port = h, port
+	if s.isSelf(h, port) {
+		a.step, a.status = stepSelf, http.StatusBadRequest
+		plain(w, a.status, "request addressed to the proxy itself")
+		return "", 0, false
+	}
+	return h, port, true
 }
