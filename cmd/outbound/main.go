@@ -82,8 +82,7 @@ func newFlags(name, usageLine, example string, stdout io.Writer) *flag.FlagSet {
 // parse parses flags; it returns -1 to go on, or the exit code.
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
 	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
+	if errors.Is(err, flag.ErrHelp) { // Parse has printed the usage
 		return 0
 	}
 	if err != nil {

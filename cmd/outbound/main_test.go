@@ -66,7 +66,7 @@ func outbound(t *testing.T, env []string, args ...string) (string, string, int) 
 func TestHelpOnEveryCommand(t *testing.T) {
 	for _, c := range commands() {
 		out, _, code := outbound(t, nil, c.name, "--help")
-		if code != 0 || !strings.Contains(out, "Usage: outbound "+c.name) || !strings.Contains(out, "Example:") {
+		if code != 0 || strings.Count(out, "Usage: outbound "+c.name) != 1 || strings.Count(out, "Example:") != 1 {
 			t.Errorf("%s --help: exit %d, output %q", c.name, code, out)
 		}
 	}

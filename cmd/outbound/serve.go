@@ -27,7 +27,7 @@ type serveFlags struct {
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
-	fs.StringVar(&f.script, "script", "", "JS/TS policy module (required)")
+	fs.StringVar(&f.script, "script", "", "JS/TS policy module `PATH` (required)")
 	fs.StringVar(&f.listen, "listen", listen, "proxy listener `ADDR`")
 	fs.StringVar(&f.admin, "admin", admin, "control API listener `ADDR`")
 	fs.StringVar(&f.adminToken, "admin-token", os.Getenv("OUTBOUND_ADMIN_TOKEN"), "require this bearer `TOKEN` on the control API (also OUTBOUND_ADMIN_TOKEN)")
@@ -41,8 +41,8 @@ func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.Var(&f.connectTo, "connect-to", "dial ADDR:PORT2 for HOST:PORT; policy, SNI and certificate checks still use HOST: `HOST:PORT:ADDR:PORT2` (repeatable)")
 	fs.Var(&f.upstreamCA, "upstream-ca", "extra PEM roots trusted for upstream TLS, a `PATH` (repeatable)")
 	fs.DurationVar(&f.handlerTimeout, "handler-timeout", 30*time.Second, "wall-clock limit for one handler invocation")
-	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 }
 
 func defaultStateDir() (string, error) {
