@@ -134,7 +134,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, inst Instance, u
 	if r.ContentLength == 0 {
 		out.Body = http.NoBody
 	} else {
-		body = &countingReader{r: r.Body}
+		body = &countingReader{r: r.Body, size: r.ContentLength}
 		out.Body = body
 	}
 
@@ -295,15 +295,28 @@ func copyFlushing(w io.Writer, f http.Flusher, body io.Reader) (int64, error) {
 	}
 }
 
-// countingReader counts the request body bytes the Backend reads.
+// countingReader counts the request body bytes the Backend reads. Once the
+// body has ended (EOF seen, or the declared length delivered) it answers
+// io.EOF itself: the net/http server closes a fully read request body when
+// the response header is written, and if the upstream transport's final
+// read for EOF then failed, the transport would drop the upstream
+// connection with the response still streaming.
 type countingReader struct {
-	r io.ReadCloser
-	n atomic.Int64
+	r    io.ReadCloser
+	n    atomic.Int64
+	size int64 // the declared Content-Length, or -1
+	eof  bool  // Read is not called concurrently
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.eof || (c.size > 0 && c.n.Load() >= c.size) {
+		return 0, io.EOF
+	}
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	if err == io.EOF {
+		c.eof = true
+	}
 	return n, err
 }
 
