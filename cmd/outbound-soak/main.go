@@ -147,11 +147,15 @@ func run(ctx context.Context, opts options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if opts.keep {
-		fmt.Fprintln(os.Stderr, "outbound-soak: temp dir", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	// A failed run keeps its directory: outbound's log is the evidence.
+	pass := false
+	defer func() {
+		if opts.keep || !pass {
+			fmt.Fprintln(os.Stderr, "outbound-soak: kept outbound's log, script and state in", dir)
+		} else {
+			os.RemoveAll(dir)
+		}
+	}()
 	bin := opts.outbound
 	if bin == "" {
 		bin = filepath.Join(dir, "outbound")
@@ -245,7 +249,8 @@ func run(ctx context.Context, opts options) (bool, error) {
 	if res.logLines, err = p.LogLevels(); err != nil {
 		return false, fmt.Errorf("reading outbound's log: %w", err)
 	}
-	return report(os.Stdout, res), nil
+	pass = report(os.Stdout, res)
+	return pass, nil
 }
 
 // runMain is the measured load with reloads and periodic samples.
