@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -219,5 +221,69 @@ func TestRunCutsOffSlowRequestsAsUnfinished(t *testing.T) {
 	}
 	if s.Requests != 0 || s.Errors != 0 || s.Unfinished != 3 {
 		t.Errorf("got %d requests, %d errors, %d unfinished; want 0, 0, 3", s.Requests, s.Errors, s.Unfinished)
+	}
+}
+
+// The generator's TLS must stay cheap but honest: X25519, a full handshake
+// per new connection, and a certificate that must chain to the given roots
+// (remembered per leaf, never skipped).
+func TestRunTLSClientIsFixedAndVerifies(t *testing.T) {
+	var mu sync.Mutex
+	var resumed, handshakes int
+	var curves []tls.CurveID
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		handshakes++
+		if r.TLS.DidResume {
+			resumed++
+		}
+		curves = append(curves, r.TLS.CurveID)
+		mu.Unlock()
+		w.Write([]byte("ok"))
+	}))
+	srv.EnableHTTP2 = false
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	good := x509.NewCertPool()
+	good.AddCert(srv.Certificate())
+
+	tests := []struct {
+		name    string
+		roots   *x509.CertPool
+		wantErr bool
+	}{
+		{"trusted CA", good, false},
+		{"untrusted CA", x509.NewCertPool(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			resumed, handshakes, curves = 0, 0, nil
+			mu.Unlock()
+			s, err := Run(context.Background(), Target{Name: tt.name, URL: srv.URL, RootCAs: tt.roots, NewConnPerRequest: true},
+				2, 10*time.Millisecond, 150*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantErr {
+				if s.Requests != 0 || s.Errors == 0 || !strings.Contains(s.FirstError, "certificate") {
+					t.Errorf("untrusted server accepted: %+v", s)
+				}
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if s.Requests == 0 || s.Errors != 0 {
+				t.Fatalf("trusted server: %+v", s)
+			}
+			if resumed != 0 {
+				t.Errorf("%d of %d handshakes resumed a session; each new connection must be a full handshake", resumed, handshakes)
+			}
+			for _, c := range curves {
+				if c != tls.X25519 {
+					t.Fatalf("key exchange %v, want X25519 only", c)
+				}
+			}
+		})
 	}
 }

@@ -154,6 +154,7 @@ func (b *bench) scenario2(ctx context.Context, s *Scenario) error {
 		r := res[c][1].RPS / res[c][0].RPS
 		s.check(fmt.Sprintf("HTTPS req/s vs baseline HTTP, conc %d", c), r, ratio(r), "≥ 0.7×", r >= 0.7)
 	}
+	s.note("the load generator's TLS client is HTTP/1.1 and offers X25519 only (what every proxy here accepts), so it does not spend the shared cores on ML-KEM keys the proxy would ignore")
 	s.note("mitmdump is driven at https://127.0.0.1:port (it intercepts any port); outbound intercepts port 443 only, so it maps %s:443 to the upstream with --connect-to", upstreamHost)
 	return nil
 }
@@ -177,15 +178,24 @@ func (b *bench) scenario3(ctx context.Context, s *Scenario) error {
 	if err != nil {
 		return err
 	}
-	best := 0.0
+	best, bestC := 0.0, 0
 	for _, c := range b.opts.concurrency {
-		best = max(best, res[c][0].RPS)
+		if res[c][0].RPS > best {
+			best, bestC = res[c][0].RPS, c
+		}
 	}
-	s.check("new TLS connections/s (best concurrency)", best, fmt.Sprintf("%.0f/s", best), "≥ 1000/s", best >= 1000)
-	if cpu := res[b.opts.concurrency[len(b.opts.concurrency)-1]][0].CPUPerReq; cpu > 0 {
-		s.note("outbound used %s of CPU per new connection and request, i.e. about %.0f connections/s per core it has to itself", ms(cpu), float64(time.Second)/float64(cpu))
+	measured := fmt.Sprintf("%.0f/s", best)
+	if cpu := res[bestC][0].CPUPerReq; cpu > 0 {
+		measured += fmt.Sprintf(" (proxy CPU %s/conn)", ms(cpu))
 	}
-	s.note("each request is a new TCP connection to the proxy and a full TLS handshake (no session resumption); the client's handshake work runs on the same 2 cores")
+	s.check("new TLS connections/s (best concurrency)", best, measured, "≥ 1000/s", best >= 1000)
+	for _, c := range b.opts.concurrency {
+		if cpu := res[c][0].CPUPerReq; cpu > 0 {
+			s.note("conc %d: %.0f new connections/s; outbound used %s of CPU per new connection and request, i.e. about %.0f connections/s per core it has to itself",
+				c, res[c][0].RPS, ms(cpu), float64(time.Second)/float64(cpu))
+		}
+	}
+	s.note("each request is a new TCP connection to the proxy and a full TLS handshake (no session cache, so no resumption); the client offers X25519 only, the key exchange the proxy picks anyway, to keep the load generator's own handshake cheap: it runs on the same 2 cores")
 	return nil
 }
 
