@@ -39,7 +39,8 @@ type Stats struct {
 	Errs  ErrorCounts
 	Cut   atomic.Int64 // requests cut off by the end of the phase: not failures
 	Start time.Time
-	End   time.Time
+	Stop  time.Time // when the load was told to stop: its deadline
+	End   time.Time // when every client had stopped
 }
 
 func newStats() *Stats {
@@ -90,6 +91,7 @@ func (l *Load) Run(ctx context.Context, n int, st *Stats) error {
 		return err
 	}
 	st.Start = time.Now()
+	st.Stop, _ = ctx.Deadline()
 	var wg sync.WaitGroup
 	for i := range n {
 		c := &soakClient{id: i, load: l, st: st, inst: i % len(l.Instances),

@@ -246,7 +246,7 @@ func run(ctx context.Context, opts options) (bool, error) {
 	cancelRun(nil) // outbound exiting from here on is the clean stop below
 	res.childErr = p.Stop()
 	res.upLogN, res.upLogFirst = up.logs.snapshot()
-	if res.logLines, err = p.LogLevels(); err != nil {
+	if res.logLines, err = p.LogLevels(res.warm.Stop, res.main.Stop); err != nil {
 		return false, fmt.Errorf("reading outbound's log: %w", err)
 	}
 	pass = report(os.Stdout, res)

@@ -241,7 +241,9 @@ func (p *proc) WriteVersion(v int) error {
 
 // LogLevels counts outbound's log lines by level and message, most
 // frequent first, so that a run's warnings and errors show in the report.
-func (p *proc) LogLevels() ([]ErrorLine, error) {
+// Lines logged in the few seconds after a load stopped (ends) are counted
+// apart: they are the requests the stop cut off.
+func (p *proc) LogLevels(ends ...time.Time) ([]ErrorLine, error) {
 	f, err := os.Open(p.LogPath)
 	if err != nil {
 		return nil, err
@@ -253,12 +255,19 @@ func (p *proc) LogLevels() ([]ErrorLine, error) {
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		var l struct {
+			Time              time.Time
 			Level, Msg, Error string
 			Status            int
 		}
 		key := "unparsed"
 		if json.Unmarshal(sc.Bytes(), &l) == nil {
 			key = l.Level + " " + l.Msg
+			for _, e := range ends {
+				if !l.Time.Before(e.Add(-time.Second)) && l.Time.Before(e.Add(5*time.Second)) {
+					key = "(as a load stopped) " + key
+					break
+				}
+			}
 			if l.Status != 0 {
 				key += " " + strconv.Itoa(l.Status)
 			}

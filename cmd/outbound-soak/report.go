@@ -98,7 +98,7 @@ func report(w io.Writer, r *result) bool {
 
 	var noisy []ErrorLine
 	for _, l := range r.logLines {
-		if !strings.HasPrefix(l.Key, "INFO ") && !strings.HasPrefix(l.Key, "DEBUG ") {
+		if k := strings.TrimPrefix(l.Key, "(as a load stopped) "); !strings.HasPrefix(k, "INFO ") && !strings.HasPrefix(k, "DEBUG ") {
 			noisy = append(noisy, l)
 		}
 	}
