@@ -114,7 +114,7 @@ type harness struct {
 	realm *Realm
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
 	loop := NewLoop()
 	var vm *goja.Runtime
