@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -203,4 +205,85 @@ func BenchmarkProxyDownload(b *testing.B) {
 	b.ReportMetric(mib/tBare.Seconds(), "bare-MiB/s")
 	b.ReportMetric(mib/tOurs.Seconds(), "outbound-MiB/s")
 	b.ReportMetric(float64(tBare)/float64(tOurs), "throughput-ratio")
+}
+
+// BenchmarkProxyHTTPSIntercepted is keep-alive HTTPS through interception
+// (one TLS handshake per client connection, then requests inside the
+// tunnel), HTTP/1.1 as the load harness speaks it and HTTP/2, with a
+// trivial forwarding Backend and the audit line formatted to io.Discard.
+func BenchmarkProxyHTTPSIntercepted(b *testing.B) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "hello from upstream\n")
+	}))
+	up.EnableHTTP2 = false
+	up.StartTLS()
+	b.Cleanup(up.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(up.Certificate())
+	for _, proto := range []string{"http1", "h2"} {
+		b.Run(proto, func(b *testing.B) {
+			h := newHarness(b, harnessOpts{discardLogs: true, roots: roots,
+				connectTo: []string{"example.com:443:127.0.0.1:" + portOf(up.Listener.Addr().String())}})
+			c := h.client("a", tokenA, "a")
+			tr := c.Transport.(*http.Transport)
+			tr.MaxIdleConnsPerHost = 64
+			if proto == "http1" {
+				tr.ForceAttemptHTTP2 = false
+				tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					res, err := c.Get("https://example.com/small")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					if res.StatusCode != 200 {
+						b.Errorf("status %d", res.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestIsEventStream(t *testing.T) {
+	tests := []struct {
+		ct   string
+		want bool
+	}{
+		{"text/event-stream", true},
+		{"Text/Event-Stream; charset=utf-8", true},
+		{" TEXT/EVENT-STREAM ", true},
+		{"application/json", false},
+		{"", false},
+		{"text/event-streams", false},
+		{"application/x-event-stream", false},
+		{"text/plain; x=event-stream", false},
+	}
+	for _, tt := range tests {
+		h := http.Header{}
+		if tt.ct != "" {
+			h.Set("Content-Type", tt.ct)
+		}
+		if got := isEventStream(h); got != tt.want {
+			t.Errorf("isEventStream(%q) = %v, want %v", tt.ct, got, tt.want)
+		}
+	}
+}
+
+func BenchmarkIsEventStream(b *testing.B) {
+	h := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if isEventStream(h) {
+			b.Fatal("json is not an event stream")
+		}
+	}
 }

@@ -242,8 +242,36 @@ func bodyAllowed(status int) bool {
 }
 
 func isEventStream(h http.Header) bool {
-	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	ct := h.Get("Content-Type")
+	// Most answers are not event streams: skip the parse (it allocates)
+	// unless the subtype can be there at all.
+	if len(ct) < len("text/event-stream") || !containsFold(ct, "event-stream") {
+		return false
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
 	return mt == "text/event-stream"
+}
+
+// containsFold reports whether s contains the lower-case ASCII sub, ignoring
+// ASCII case in s.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for j < len(sub) {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != sub[j] {
+				break
+			}
+			j++
+		}
+		if j == len(sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // Copy buffers come in two sizes. Every response starts with a small one;
