@@ -78,9 +78,10 @@ type isolate struct {
 	timer *time.Timer
 	runFn func(*goja.Runtime)
 
-	cur         invocation // loop-owned
-	onFulfilled goja.Value
-	onRejected  goja.Value
+	cur            invocation // loop-owned
+	onFulfilled    goja.Value
+	onRejected     goja.Value
+	onFetchSettled func()
 }
 
 type result struct {
@@ -402,10 +403,38 @@ func (iso *isolate) run(vm *goja.Runtime) {
 		iso.finish(nil, iso.rejection(p.Result()), false)
 		return
 	}
+	// `return fetch(...)`: the fetch tells us when it settles, without the
+	// derived promise a then() reaction costs.
+	iso.cur.promise = p
+	if iso.realm.WhenFetchSettles(p, iso.onFetchSettled) {
+		return
+	}
+	iso.await(o)
+}
+
+// await settles the invocation when the pending promise o does.
+func (iso *isolate) await(o *goja.Object) {
 	then, _ := goja.AssertFunction(o.Get("then"))
-	if _, err = then(o, iso.onFulfilled, iso.onRejected); err != nil {
+	if _, err := then(o, iso.onFulfilled, iso.onRejected); err != nil {
 		e, fatal := iso.handlerError(err)
 		iso.finish(nil, e, fatal)
+	}
+}
+
+// fetchSettled runs on the loop once the fetch whose promise the handler
+// returned has settled.
+func (iso *isolate) fetchSettled() {
+	p := iso.cur.promise
+	if iso.cur.finished || p == nil {
+		return
+	}
+	switch p.State() {
+	case goja.PromiseStateFulfilled:
+		iso.settle(p.Result())
+	case goja.PromiseStateRejected:
+		iso.finish(nil, iso.rejection(p.Result()), false)
+	default: // resolved with a thenable: wait for it the ordinary way
+		iso.await(iso.vm.ToValue(p).(*goja.Object))
 	}
 }
 
@@ -414,11 +443,13 @@ type invocation struct {
 	seq      uint64
 	call     *Call
 	finished bool
+	promise  *goja.Promise // the pending promise the handler returned, if any
 }
 
 // initCallbacks makes the promise reactions once per runtime; they act on
 // whichever invocation is current, since a runtime runs one at a time.
 func (iso *isolate) initCallbacks() {
+	iso.onFetchSettled = iso.fetchSettled
 	iso.onFulfilled = iso.vm.ToValue(func(call goja.FunctionCall) goja.Value {
 		iso.settle(call.Argument(0))
 		return goja.Undefined()

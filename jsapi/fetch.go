@@ -21,6 +21,39 @@ const maxRedirects = 20
 type fetchCall struct {
 	cancel context.CancelFunc
 	body   io.ReadCloser
+	p      *goja.Promise // settled only by the fetch itself
+	// onSettle, if set, runs on the loop right after p settles (see
+	// WhenFetchSettles).
+	onSettle func()
+}
+
+// WhenFetchSettles arranges for fn to run on the loop right after p
+// settles, when p is the promise of one of the current invocation's
+// fetches, and reports whether it is. A caller waiting for a handler's
+// `return fetch(...)` then needs no then() reaction, which costs a derived
+// promise and two resolving functions per call. Only the fetch settles its
+// promise, and JS reactions and microtasks have run by the time fn does; fn
+// is not called once the invocation has ended.
+func (r *Realm) WhenFetchSettles(p *goja.Promise, fn func()) bool {
+	s := r.scope
+	if s == nil || s.ended || p == nil {
+		return false
+	}
+	for _, f := range s.fetches {
+		if f.p == p {
+			f.onSettle = fn
+			return true
+		}
+	}
+	return false
+}
+
+// settled runs the onSettle hook once.
+func (f *fetchCall) settled() {
+	if fn := f.onSettle; fn != nil {
+		f.onSettle = nil
+		fn()
+	}
 }
 
 func (f *fetchCall) finish(keep io.ReadCloser) {
@@ -90,9 +123,9 @@ func (r *Realm) fetch(input, init goja.Value) goja.Value {
 		}
 	}
 	hreq = hreq.WithContext(ctx)
-	f := &fetchCall{cancel: cancel}
-	s.fetches = append(s.fetches, f)
 	p, resolve, reject := r.vm.NewPromise()
+	f := &fetchCall{cancel: cancel, p: p}
+	s.fetches = append(s.fetches, f)
 	mode := q.redirect
 	rt := r.cfg.Fetch
 	r.bg.Add(1)
@@ -111,9 +144,10 @@ func (r *Realm) fetch(input, init goja.Value) goja.Value {
 				cancel()
 				if aborted != nil {
 					_ = reject(aborted)
-					return
+				} else {
+					_ = reject(r.typeError("fetch failed: %v", err))
 				}
-				_ = reject(r.typeError("fetch failed: %v", err))
+				f.settled()
 				return
 			}
 			f.body = resp.Body
@@ -122,6 +156,7 @@ func (r *Realm) fetch(input, init goja.Value) goja.Value {
 				final = resp.Request.URL
 			}
 			_ = resolve(r.newFetchedResponse(resp, final, redirected))
+			f.settled()
 		})
 		if !ok && resp != nil {
 			_ = resp.Body.Close()
