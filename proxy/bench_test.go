@@ -287,3 +287,43 @@ func BenchmarkIsEventStream(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkProxyHTTPSNewConn is scenario 3 of the load harness in one
+// process: every request is a new client connection, a CONNECT and a full
+// TLS handshake with a leaf from the instance CA (cached after the first).
+// The client offers X25519 only and keeps no session cache, as the harness.
+func BenchmarkProxyHTTPSNewConn(b *testing.B) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from upstream\n")
+	}))
+	up.EnableHTTP2 = false
+	up.StartTLS()
+	b.Cleanup(up.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(up.Certificate())
+	h := newHarness(b, harnessOpts{discardLogs: true, roots: roots,
+		connectTo: []string{"example.com:443:127.0.0.1:" + portOf(up.Listener.Addr().String())}})
+	c := h.client("a", tokenA, "a")
+	tr := c.Transport.(*http.Transport)
+	tr.DisableKeepAlives = true
+	tr.ForceAttemptHTTP2 = false
+	tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	tr.TLSClientConfig.CurvePreferences = []tls.CurveID{tls.X25519}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := c.Get("https://example.com/small")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				b.Errorf("status %d", res.StatusCode)
+				return
+			}
+		}
+	})
+}
