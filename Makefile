@@ -52,6 +52,11 @@ bench-go:
 bench-load: build
 	$(GO) run ./cmd/outbound-bench -outbound $(BIN) $(BENCHFLAGS)
 
+# Not in CI: 1,000 keep-alive clients over 100 instances for 10 minutes,
+# mixing HTTP, HTTPS, WebSocket and reloads (SOAKFLAGS=-duration 1m for less).
+soak: build
+	$(GO) run ./cmd/outbound-soak -outbound $(BIN) $(SOAKFLAGS)
+
 demo: build
 	./$(BIN) demo
 
