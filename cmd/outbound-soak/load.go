@@ -120,7 +120,11 @@ func (c *soakClient) transport() *http.Transport {
 		Proxy:               http.ProxyURL(in.ProxyURL),
 		TLSClientConfig:     &tls.Config{RootCAs: c.load.pools[c.inst]},
 		MaxIdleConnsPerHost: 1,
-		DisableCompression:  true,
+		// A dial still running when a load stops finishes in the background
+		// and parks its connection in the pool after the client has closed
+		// its idle ones; this closes it before goroutines are counted.
+		IdleConnTimeout:    5 * time.Second,
+		DisableCompression: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dials.Add(1)
 			return d.DialContext(ctx, network, addr)
