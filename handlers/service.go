@@ -82,6 +82,10 @@ const BlockedBody = "Origin is disallowed"
 // StatusBlocked is the status of a blocked request (Cloudflare's 520).
 const StatusBlocked = 520
 
+// StatusClientClosed is recorded for a request whose sandbox went away
+// before its handler finished (nginx's 499); the sandbox never sees it.
+const StatusClientClosed = 499
+
 // Outcome says how a request was handled, for logs and metrics.
 type Outcome struct {
 	Step    string // the chain step, or "bad_request", "no_script", "unauthenticated"
@@ -178,6 +182,10 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 		case err == nil:
 			resp.Request = req
 			return resp, out
+		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+			// The sandbox hung up: nobody reads this answer, and counting
+			// it as a handler timeout would inflate the 504s.
+			return textResponse(req, StatusClientClosed, "Client closed request"), out
 		case errors.Is(err, engine.ErrTimeout):
 			return textResponse(req, http.StatusGatewayTimeout, "Handler timed out"), out
 		default:
@@ -187,6 +195,9 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 		resp, err := s.opts.Upstream.RoundTrip(req)
 		out := Outcome{Step: d.Step.String(), Err: err}
 		if err != nil {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return textResponse(req, StatusClientClosed, "Client closed request"), out
+			}
 			if isTimeout(ctx, err) {
 				return textResponse(req, http.StatusGatewayTimeout, "Upstream timed out"), out
 			}

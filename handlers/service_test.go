@@ -275,3 +275,18 @@ func TestServiceConnect(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceClientGone: a request whose sandbox hung up is recorded as
+// 499, not as a handler timeout.
+func TestServiceClientGone(t *testing.T) {
+	f := newFixture(t, "service.js")
+	open := f.instance(t, "sbx-gone", "Open")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, u := range []string{"http://byhost.test/", "http://forwarded.test/"} {
+		r := f.do(t, ctx, open, "GET", u)
+		if r.status != StatusClientClosed || r.out.Err == nil {
+			t.Errorf("%s: got %d (%v), want %d", u, r.status, r.out.Err, StatusClientClosed)
+		}
+	}
+}
