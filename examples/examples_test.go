@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/outbound-dev/outbound/proxy/server"
-	"github.com/outbound-dev/outbound/proxy/server/servertest"
+	"github.com/outbound-dev/outbound/internal/app"
+	"github.com/outbound-dev/outbound/internal/app/apptest"
 )
 
 // echo answers with what the upstream saw, so a test can check injection.
@@ -52,16 +52,16 @@ func upstreamSaw(t *testing.T, body string) seen {
 }
 
 func TestGitHubToken(t *testing.T) {
-	up := servertest.NewTLSUpstream(t, echo, "api.github.com", "github.com")
+	up := apptest.NewTLSUpstream(t, echo, "api.github.com", "github.com")
 	const token = "ghp_exampletoken123"
-	srv := servertest.Start(t, server.Config{
+	srv := apptest.Start(t, app.Config{
 		Script:     "github-token.js",
 		Vars:       map[string]string{"GITHUB_TOKEN": token},
 		ConnectTo:  []string{up.ConnectTo("api.github.com", 443), up.ConnectTo("github.com", 443)},
 		UpstreamCA: []string{up.CAFile},
 	})
 	sbx := srv.Create(t, "sbx-1", "")
-	c := servertest.Client(t, sbx)
+	c := apptest.Client(t, sbx)
 
 	for _, u := range []string{"https://api.github.com/user", "https://github.com/org/repo.git/info/refs"} {
 		code, body := get(t, c, "GET", u, "")
@@ -82,8 +82,8 @@ func TestGitHubToken(t *testing.T) {
 }
 
 func TestPerInstanceKeys(t *testing.T) {
-	up := servertest.NewTLSUpstream(t, echo, "api.openai.com")
-	srv := servertest.Start(t, server.Config{
+	up := apptest.NewTLSUpstream(t, echo, "api.openai.com")
+	srv := apptest.Start(t, app.Config{
 		Script:     "per-instance-keys.js",
 		KV:         []string{"KEYS"},
 		ConnectTo:  []string{up.ConnectTo("api.openai.com", 443)},
@@ -97,27 +97,27 @@ func TestPerInstanceKeys(t *testing.T) {
 		}
 	}
 	for id, key := range keys {
-		c := servertest.Client(t, srv.Create(t, id, ""))
+		c := apptest.Client(t, srv.Create(t, id, ""))
 		code, body := get(t, c, "POST", "https://api.openai.com/v1/chat/completions", "{}")
 		if s := upstreamSaw(t, body); code != 200 || s.Authorization != "Bearer "+key {
 			t.Errorf("%s: %d, upstream saw %+v", id, code, s)
 		}
 	}
-	c := servertest.Client(t, srv.Create(t, "sbx-3", ""))
+	c := apptest.Client(t, srv.Create(t, "sbx-3", ""))
 	if code, body := get(t, c, "GET", "https://api.openai.com/v1/models", ""); code != 403 || !strings.Contains(body, "no key stored for sbx-3") {
 		t.Errorf("instance without a key: %d %q", code, body)
 	}
 }
 
 func TestSetupThenLockdown(t *testing.T) {
-	up := servertest.NewTLSUpstream(t, echo, "registry.npmjs.org")
-	srv := servertest.Start(t, server.Config{
+	up := apptest.NewTLSUpstream(t, echo, "registry.npmjs.org")
+	srv := apptest.Start(t, app.Config{
 		Script:     "setup-then-lockdown.js",
 		ConnectTo:  []string{up.ConnectTo("registry.npmjs.org", 443), up.ConnectTo("evil.example", 443)},
 		UpstreamCA: []string{up.CAFile},
 	})
 	sbx := srv.Create(t, "sbx-1", "")
-	c := servertest.Client(t, sbx)
+	c := apptest.Client(t, sbx)
 	ctx := context.Background()
 	npm := "https://registry.npmjs.org/left-pad"
 
@@ -143,9 +143,9 @@ func TestSetupThenLockdown(t *testing.T) {
 }
 
 func TestVirtualKV(t *testing.T) {
-	srv := servertest.Start(t, server.Config{Script: "virtual-kv.js", KV: []string{"STORE"}})
-	one := servertest.Client(t, srv.Create(t, "sbx-1", ""))
-	two := servertest.Client(t, srv.Create(t, "sbx-2", ""))
+	srv := apptest.Start(t, app.Config{Script: "virtual-kv.js", KV: []string{"STORE"}})
+	one := apptest.Client(t, srv.Create(t, "sbx-1", ""))
+	two := apptest.Client(t, srv.Create(t, "sbx-2", ""))
 
 	if code, _ := get(t, one, "PUT", "http://my.kv/greeting", "hello"); code != 204 {
 		t.Fatalf("put: %d", code)
@@ -166,15 +166,15 @@ func TestVirtualKV(t *testing.T) {
 }
 
 func TestCloudflareClassTS(t *testing.T) {
-	up := servertest.NewTLSUpstream(t, echo, "api.github.com", "github.com")
-	srv := servertest.Start(t, server.Config{
+	up := apptest.NewTLSUpstream(t, echo, "api.github.com", "github.com")
+	srv := apptest.Start(t, app.Config{
 		Script:     "cloudflare-class.ts",
 		Vars:       map[string]string{"GITHUB_TOKEN": "ghp_ts"},
 		ConnectTo:  []string{up.ConnectTo("api.github.com", 443), up.ConnectTo("github.com", 443)},
 		UpstreamCA: []string{up.CAFile},
 	})
 	sbx := srv.Create(t, "sbx-1", "MySandbox")
-	c := servertest.Client(t, sbx)
+	c := apptest.Client(t, sbx)
 	code, body := get(t, c, "GET", "https://api.github.com/user", "")
 	if code != 200 || upstreamSaw(t, body).Authorization != "Bearer ghp_ts" {
 		t.Fatalf("api.github.com: %d %s", code, body)
@@ -196,8 +196,8 @@ func TestCloudflareClassTS(t *testing.T) {
 }
 
 func TestJSONBlock(t *testing.T) {
-	srv := servertest.Start(t, server.Config{Script: "json-block.js"})
-	c := servertest.Client(t, srv.Create(t, "sbx-1", ""))
+	srv := apptest.Start(t, app.Config{Script: "json-block.js"})
+	c := apptest.Client(t, srv.Create(t, "sbx-1", ""))
 	for _, tc := range []struct{ url, reason string }{
 		{"http://nowhere.example.net/", "not_allowed"},
 		{"http://private.example.org/", "denied"},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dop251/goja"
 	"github.com/dop251/goja_nodejs/eventloop"
+	"github.com/outbound-dev/outbound/internal/store"
 )
 
 // memKV is an in-memory KV for tests; the bbolt store is tested by its owner.
@@ -207,7 +208,7 @@ func TestWebAPIs(t *testing.T) {
 	var names []string
 	tests := map[string]goja.Callable{}
 	h.do(func(vm *goja.Runtime) {
-		env := &Env{Vars: map[string]string{"SECRET": "s3cr3t"}, KV: map[string]KV{"KV": newMemKV(), "BROKEN": brokenKV{}}}
+		env := &Env{Vars: map[string]string{"SECRET": "s3cr3t"}, KV: map[string]store.KV{"KV": newMemKV(), "BROKEN": brokenKV{}}}
 		_ = vm.Set("env", h.realm.Env(env))
 		_ = vm.Set("UPSTREAM", srv.URL)
 		if _, err := vm.RunScript("webapi.js", string(src)); err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dop251/goja"
+	"github.com/outbound-dev/outbound/internal/store"
 )
 
 // maxEnvCache bounds the env objects a realm keeps; an Env is replaced on
@@ -16,7 +17,7 @@ const maxEnvCache = 8
 // goroutine (the store does I/O) and settles back on the loop.
 type kvBinding struct {
 	hostObject
-	kv   KV
+	kv   store.KV
 	name string
 }
 

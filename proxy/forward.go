@@ -16,7 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/outbound-dev/outbound/handlers/host"
+	"github.com/outbound-dev/outbound/internal/host"
 	"github.com/outbound-dev/outbound/proxy/har"
 )
 

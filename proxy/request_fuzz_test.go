@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/outbound-dev/outbound/handlers/host"
+	"github.com/outbound-dev/outbound/internal/host"
 )
 
 // FuzzProxyRequest feeds the proxy's request handler whatever net/http

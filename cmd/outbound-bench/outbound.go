@@ -14,8 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/proxy/control/client"
-	"github.com/outbound-dev/outbound/proxy/server"
 )
 
 // outboundProc is one outbound under test, driven through its control API
@@ -139,7 +139,7 @@ func startOutboundInProcess(ctx context.Context, dir, script, logLevel string, u
 	if err != nil {
 		return nil, err
 	}
-	srv, err := server.New(ctx, server.Config{
+	srv, err := app.New(ctx, app.Config{
 		Script: f.script, EnvFile: f.env, Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", StateDir: f.state,
 		AllowPrivate: true, UpstreamCA: []string{f.upstreamCA}, ConnectTo: []string{connectTo(up)},
 		Logger: slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: lv})),

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outbound-dev/outbound/proxy/server"
-	"github.com/outbound-dev/outbound/proxy/server/servertest"
+	"github.com/outbound-dev/outbound/internal/app"
+	"github.com/outbound-dev/outbound/internal/app/apptest"
 )
 
 var binary string
@@ -110,8 +110,8 @@ func TestCheck(t *testing.T) {
 
 // githubUpstream is a TLS stand-in for api.github.com that echoes the
 // Authorization header it received.
-func githubUpstream(t *testing.T) *servertest.TLSUpstream {
-	return servertest.NewTLSUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func githubUpstream(t *testing.T) *apptest.TLSUpstream {
+	return apptest.NewTLSUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "upstream saw authorization=%q\n", r.Header.Get("Authorization"))
 	}), "api.github.com")
 }
@@ -241,7 +241,7 @@ func TestKilledWrapperLeavesNothing(t *testing.T) {
 }
 
 func TestCtlAgainstServer(t *testing.T) {
-	srv := servertest.Start(t, server.Config{Script: examplePath("setup-then-lockdown.js"), KV: []string{"K"}})
+	srv := apptest.Start(t, app.Config{Script: examplePath("setup-then-lockdown.js"), KV: []string{"K"}})
 	admin := srv.AdminAddr().String()
 	ctl := func(args ...string) (string, int) {
 		out, stderr, code := outbound(t, nil, append([]string{"ctl", "--admin", admin}, args...)...)
@@ -284,7 +284,7 @@ func TestCtlAgainstServer(t *testing.T) {
 }
 
 func TestEnvAndCAAttach(t *testing.T) {
-	srv := servertest.Start(t, server.Config{Script: examplePath("json-block.js")})
+	srv := apptest.Start(t, app.Config{Script: examplePath("json-block.js")})
 	admin := srv.AdminAddr().String()
 	out, stderr, code := outbound(t, nil, "env", "--admin", admin, "--id", "sbx-9", "--dir", t.TempDir())
 	if code != 0 || !strings.Contains(out, "export HTTPS_PROXY='http://sbx-9:") || !strings.Contains(out, "unset NO_PROXY") {

@@ -10,10 +10,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/proxy/childenv"
 	"github.com/outbound-dev/outbound/proxy/control"
 	"github.com/outbound-dev/outbound/proxy/control/client"
-	"github.com/outbound-dev/outbound/proxy/server"
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -65,7 +65,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(stderr, "run", 2, "%v", err)
 		}
-		srv, err := server.New(ctx, cfg)
+		srv, err := app.New(ctx, cfg)
 		if err != nil {
 			return fail(stderr, "run", 1, "%v", err)
 		}

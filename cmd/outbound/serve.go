@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/outbound-dev/outbound/proxy/server"
+	"github.com/outbound-dev/outbound/internal/app"
 )
 
 // serveFlags are the flags of `serve`, shared by `run`'s embedded mode.
@@ -71,9 +71,9 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("bad --log-format %q: want text or json", format)
 }
 
-// config validates the flags into a server.Config.
-func (f *serveFlags) config(stderr io.Writer) (server.Config, error) {
-	var c server.Config
+// config validates the flags into a app.Config.
+func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
+	var c app.Config
 	if f.script == "" {
 		return c, fmt.Errorf("--script is required")
 	}
@@ -81,7 +81,7 @@ func (f *serveFlags) config(stderr io.Writer) (server.Config, error) {
 	if err != nil {
 		return c, err
 	}
-	c = server.Config{
+	c = app.Config{
 		Script: f.script, Listen: f.listen, Admin: f.admin, AdminToken: f.adminToken,
 		EnvFile: f.envFile, Vars: map[string]string{}, KV: f.kv, StateDir: f.state,
 		AllowPrivate: f.allowPrivate, Resolve: f.resolve, ConnectTo: f.connectTo,
@@ -133,7 +133,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg)
+	srv, err := app.New(ctx, cfg)
 	if err != nil {
 		return fail(stderr, "serve", 1, "%v", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/engine/dotenv"
+	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/jsapi"
 )
 
@@ -32,7 +33,7 @@ type Options struct {
 	// file means no file vars, and a file that appears later is picked up.
 	EnvFile string
 	Vars    map[string]string   // --var values; they override env-file values
-	KV      map[string]jsapi.KV // KV bindings; fixed for the Reloader's life
+	KV      map[string]store.KV // KV bindings; fixed for the Reloader's life
 	// Debounce is how long the watcher waits for a burst of file events to
 	// end before looking at the files. Default 100ms.
 	Debounce time.Duration
@@ -76,7 +77,7 @@ type Reloader struct {
 	opts    Options
 	path    string // absolute script path
 	envPath string // absolute env file path, or ""
-	kv      map[string]jsapi.KV
+	kv      map[string]store.KV
 	log     *slog.Logger
 	w       *watcher
 

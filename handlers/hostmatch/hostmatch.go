@@ -22,7 +22,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/outbound-dev/outbound/handlers/host"
+	"github.com/outbound-dev/outbound/internal/host"
 )
 
 // ErrBadPattern is wrapped by every error about an invalid pattern.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/outbound-dev/outbound/handlers/host"
+	"github.com/outbound-dev/outbound/internal/host"
 )
 
 // TestSpecGlobTable is every row of semantics.md "Glob patterns".

@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,7 +24,7 @@ import (
 	"time"
 
 	"github.com/outbound-dev/outbound/handlers/chain"
-	"github.com/outbound-dev/outbound/handlers/store"
+	"github.com/outbound-dev/outbound/internal/store"
 )
 
 // Options configures a Registry.
@@ -107,12 +108,18 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("restore instances: %w", err)
 	}
 	for _, rec := range recs {
-		rt, err := chain.CompileOverrides(rec.Overrides)
+		var ov chain.Overrides
+		if len(rec.Overrides) > 0 {
+			if err := json.Unmarshal(rec.Overrides, &ov); err != nil {
+				return nil, fmt.Errorf("restore instance %s: overrides: %w", rec.ID, err)
+			}
+		}
+		rt, err := chain.CompileOverrides(ov)
 		if err != nil {
 			return nil, fmt.Errorf("restore instance %s: %w", rec.ID, err)
 		}
 		in := &Instance{id: rec.ID, class: rec.Class, tokenHash: rec.TokenHash, created: rec.Created}
-		in.state.Store(&state{ov: rec.Overrides, rt: rt})
+		in.state.Store(&state{ov: ov, rt: rt})
 		r.byID[rec.ID] = in
 	}
 	return r, nil
@@ -289,7 +296,11 @@ func (r *Registry) update(ctx context.Context, id string, fn func(cls *chain.Cla
 		return View{}, fmt.Errorf("%w: %w", ErrBadArgs, err)
 	}
 	if r.opts.Store != nil {
-		if err := r.opts.Store.PutOverrides(ctx, id, next); err != nil {
+		b, err := json.Marshal(next)
+		if err != nil {
+			return View{}, err
+		}
+		if err := r.opts.Store.PutOverrides(ctx, id, b); err != nil {
 			return View{}, err
 		}
 	}

@@ -13,7 +13,8 @@ import (
 
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/handlers/chain"
-	"github.com/outbound-dev/outbound/handlers/store"
+	"github.com/outbound-dev/outbound/internal/store"
+	"github.com/outbound-dev/outbound/internal/store/bolt"
 )
 
 // policies is a swappable current script, as hot reload would have.
@@ -57,9 +58,9 @@ func newRegistry(t testing.TB, st store.Store, classes ...engine.ClassConfig) (*
 	return r, &pol
 }
 
-func openStore(t testing.TB, dir string) *store.Bolt {
+func openStore(t testing.TB, dir string) *bolt.Bolt {
 	t.Helper()
-	s, err := store.OpenBolt(dir)
+	s, err := bolt.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,7 +402,7 @@ func TestStaleAfterReload(t *testing.T) {
 func TestPersistenceAcrossReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := store.OpenBolt(dir)
+	st, err := bolt.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/outbound-dev/outbound/jsapi"
+	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/proxy/authlimit"
 )
 
@@ -49,7 +49,7 @@ type Backend interface {
 	// Call runs a runtime method with its JSON arguments and returns the
 	// instance view.
 	Call(ctx context.Context, id, method string, args []json.RawMessage) (any, error)
-	KV(binding string) (jsapi.KV, bool)
+	KV(binding string) (store.KV, bool)
 }
 
 // Error is an error with the HTTP status it should be answered with. The
@@ -221,7 +221,7 @@ func (a *api) call(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-func (a *api) kv(w http.ResponseWriter, r *http.Request) (jsapi.KV, string, bool) {
+func (a *api) kv(w http.ResponseWriter, r *http.Request) (store.KV, string, bool) {
 	binding := r.PathValue("binding")
 	kv, ok := a.b.KV(binding)
 	if !ok {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outbound-dev/outbound/jsapi"
+	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/proxy/control"
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
@@ -69,7 +69,7 @@ func (f *fakeBackend) Call(_ context.Context, id, method string, args []json.Raw
 	}
 	return map[string]string{"id": id, "method": method}, nil
 }
-func (f *fakeBackend) KV(binding string) (jsapi.KV, bool) {
+func (f *fakeBackend) KV(binding string) (store.KV, bool) {
 	if binding != "KEYS" {
 		return nil, false
 	}

@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/outbound-dev/outbound/handlers/host"
+	"github.com/outbound-dev/outbound/internal/host"
 	"github.com/outbound-dev/outbound/proxy/netguard"
 )
 

@@ -1,0 +1,347 @@
+// Package policy serves each request the proxy hands it: it asks the chain
+// which step decides, runs the chosen handler in the engine, forwards, or
+// builds the block response. It knows nothing of sockets; the assembly
+// wires it to the proxy.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/outbound-dev/outbound/engine"
+	"github.com/outbound-dev/outbound/handlers/chain"
+	"github.com/outbound-dev/outbound/handlers/instances"
+	"github.com/outbound-dev/outbound/internal/host"
+	"github.com/outbound-dev/outbound/jsapi"
+)
+
+// Invoker runs a handler; *engine.Pool is one.
+type Invoker interface {
+	Invoke(ctx context.Context, c engine.Call) (*http.Response, error)
+}
+
+// Script is one script generation as the Service uses it.
+type Script struct {
+	Policy  *chain.ScriptPolicy
+	Invoker Invoker
+	Info    *engine.ScriptInfo
+}
+
+// Scripts hands out the current generation. release must be called once
+// the request (its response body included) is done with it; a nil Script
+// means no script is loaded.
+type Scripts interface {
+	Acquire() (s *Script, release func())
+}
+
+// Options configures a Service.
+type Options struct {
+	Scripts  Scripts
+	Registry *instances.Registry
+	// Env returns the current env (vars, secrets, KV bindings).
+	Env func() *jsapi.Env
+	// Upstream forwards allowed requests (steps 7 and 8). It must enforce
+	// the private-network guard.
+	Upstream http.RoundTripper
+	Logger   *slog.Logger
+}
+
+// Service decides and serves requests. Its three methods have the
+// semantics of proxy.Backend; cmd adapts the types.
+type Service struct {
+	opts Options
+	log  *slog.Logger
+}
+
+// New returns a Service.
+func New(opts Options) (*Service, error) {
+	if opts.Scripts == nil || opts.Registry == nil || opts.Upstream == nil {
+		return nil, errors.New("handlers: Scripts, Registry and Upstream are required")
+	}
+	if opts.Env == nil {
+		opts.Env = func() *jsapi.Env { return &jsapi.Env{} }
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Service{opts: opts, log: opts.Logger}, nil
+}
+
+// BlockedBody is the body of the default block response.
+const BlockedBody = "Origin is disallowed"
+
+// StatusBlocked is the status of a blocked request (Cloudflare's 520).
+const StatusBlocked = 520
+
+// StatusClientClosed is recorded for a request whose sandbox went away
+// before its handler finished (nginx's 499); the sandbox never sees it.
+const StatusClientClosed = 499
+
+// Outcome says how a request was handled, for logs and metrics.
+type Outcome struct {
+	Step    string // the chain step, or "bad_request", "no_script", "unauthenticated"
+	Handler string // the handler that ran, if any
+	Err     error  // detail for the log only; never sent to the sandbox
+}
+
+// ConnectResult is the answer to a CONNECT.
+type ConnectResult struct {
+	Allow     bool
+	Intercept bool
+	Step      string
+	Block     *http.Response // when !Allow
+}
+
+// Authenticate checks an instance's id and token in constant time.
+func (s *Service) Authenticate(id, token string) (*instances.Instance, bool) {
+	return s.opts.Registry.Authenticate(id, token)
+}
+
+// Connect decides a CONNECT to a canonical host and port. A refused
+// CONNECT gets the default block response: the blocked hook is for
+// requests, and a tunnel has none yet.
+func (s *Service) Connect(ctx context.Context, in *instances.Instance, h string, port int) ConnectResult {
+	if !in.Alive() {
+		return ConnectResult{Step: "unauthenticated", Block: authResponse(nil)}
+	}
+	sc, release := s.opts.Scripts.Acquire()
+	defer release()
+	if sc == nil {
+		return ConnectResult{Step: "no_script", Block: textResponse(nil, http.StatusServiceUnavailable, "No policy script is loaded")}
+	}
+	cls := sc.Policy.Class(in.Class())
+	if cls == nil {
+		s.log.Warn("instance class not in the script; blocking", "instance", in.ID(), "class", in.Class())
+		return ConnectResult{Step: chain.StepDefaultDeny.String(), Block: blockResponse(nil)}
+	}
+	d := chain.ConnectDecide(cls, in.Runtime(), h, port)
+	r := ConnectResult{Allow: d.Allow, Intercept: d.Intercept, Step: d.Step.String()}
+	if !d.Allow {
+		r.Block = blockResponse(nil)
+	}
+	return r
+}
+
+// Handle serves one request whose URL is absolute. It always returns a
+// response: blocks are 520 (or the script's blocked hook), handler errors
+// 500, handler timeouts 504, upstream failures 502 and upstream timeouts
+// 504. No body carries error text.
+func (s *Service) Handle(ctx context.Context, in *instances.Instance, req *http.Request) (*http.Response, Outcome) {
+	if !in.Alive() {
+		return authResponse(req), Outcome{Step: "unauthenticated"}
+	}
+	h, err := requestHost(req)
+	if err != nil {
+		return textResponse(req, http.StatusBadRequest, "Bad request host"), Outcome{Step: "bad_request", Err: err}
+	}
+	sc, release := s.opts.Scripts.Acquire()
+	if sc == nil {
+		release()
+		return textResponse(req, http.StatusServiceUnavailable, "No policy script is loaded"), Outcome{Step: "no_script"}
+	}
+	resp, out := s.handle(ctx, sc, in, req, h)
+	return releaseWithBody(resp, release), out
+}
+
+func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, h string) (*http.Response, Outcome) {
+	req = sanitize(ctx, req)
+	cls := sc.Policy.Class(in.Class())
+	if cls == nil {
+		s.log.Warn("instance class not in the script; blocking", "instance", in.ID(), "class", in.Class())
+		return s.block(ctx, sc, in, req, chain.StepDefaultDeny)
+	}
+	d := chain.Decide(cls, in.Runtime(), h)
+	if d.StaleByHost != "" || d.StaleOutbound != "" {
+		s.log.Debug("skipped runtime overrides naming missing handlers", "instance", in.ID(), "byHost", d.StaleByHost, "outbound", d.StaleOutbound)
+	}
+	switch {
+	case d.Step.Blocks():
+		return s.block(ctx, sc, in, req, d.Step)
+	case d.Step.RunsHandler():
+		name := handlerName(d.Handler)
+		resp, err := sc.Invoker.Invoke(ctx, engine.Call{
+			Class:      in.Class(),
+			Handler:    d.Handler,
+			Request:    req,
+			Env:        s.opts.Env(),
+			InstanceID: in.ID(),
+			Params:     d.Params,
+			Logger:     s.log, // console lines carry instance and class already
+		})
+		out := Outcome{Step: d.Step.String(), Handler: name, Err: err}
+		switch {
+		case err == nil:
+			resp.Request = req
+			return resp, out
+		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+			// The sandbox hung up: nobody reads this answer, and counting
+			// it as a handler timeout would inflate the 504s.
+			return textResponse(req, StatusClientClosed, "Client closed request"), out
+		case errors.Is(err, engine.ErrTimeout):
+			return textResponse(req, http.StatusGatewayTimeout, "Handler timed out"), out
+		default:
+			return textResponse(req, http.StatusInternalServerError, "Handler failed"), out
+		}
+	default: // steps 7 and 8
+		resp, err := s.opts.Upstream.RoundTrip(req)
+		out := Outcome{Step: d.Step.String(), Err: err}
+		if err != nil {
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return textResponse(req, StatusClientClosed, "Client closed request"), out
+			}
+			if isTimeout(ctx, err) {
+				return textResponse(req, http.StatusGatewayTimeout, "Upstream timed out"), out
+			}
+			return textResponse(req, http.StatusBadGateway, "Upstream unreachable"), out
+		}
+		return resp, out
+	}
+}
+
+// block answers a blocked request: the script's blocked hook if it has
+// one and it answers, else 520.
+func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, step chain.Step) (*http.Response, Outcome) {
+	out := Outcome{Step: step.String()}
+	if sc.Info == nil || !sc.Info.HasBlocked {
+		return blockResponse(req), out
+	}
+	out.Handler = "blocked"
+	resp, err := sc.Invoker.Invoke(ctx, engine.Call{
+		Class:      in.Class(),
+		Handler:    engine.HandlerRef{Kind: engine.Blocked},
+		Request:    req,
+		Env:        s.opts.Env(),
+		InstanceID: in.ID(),
+		Reason:     step.String(),
+		Logger:     s.log,
+	})
+	if err != nil {
+		out.Err = fmt.Errorf("blocked hook: %w", err)
+		return blockResponse(req), out
+	}
+	resp.Request = req
+	return resp, out
+}
+
+func handlerName(r engine.HandlerRef) string {
+	switch r.Kind {
+	case engine.Outbound:
+		return "outbound"
+	case engine.ByHost:
+		return "outboundByHost[" + r.Key + "]"
+	case engine.Blocked:
+		return "blocked"
+	default:
+		return r.Key
+	}
+}
+
+// requestHost is the canonical host of an absolute request URL.
+func requestHost(req *http.Request) (string, error) {
+	if req.URL == nil || req.URL.Host == "" {
+		return "", errors.New("request URL has no host")
+	}
+	def := "80"
+	switch strings.ToLower(req.URL.Scheme) {
+	case "https":
+		def = "443"
+	case "http":
+	default:
+		return "", fmt.Errorf("request URL scheme %q is not http or https", req.URL.Scheme)
+	}
+	h, _, err := host.SplitHostPort(req.URL.Host, def)
+	return h, err
+}
+
+// sanitize returns the request as a handler or upstream sees it: bound to
+// ctx, client-side (no RequestURI), and without the sandbox's proxy
+// credentials, which are its instance token.
+func sanitize(ctx context.Context, req *http.Request) *http.Request {
+	out := req.WithContext(ctx)
+	out.RequestURI = ""
+	out.Header = req.Header.Clone()
+	if out.Header == nil {
+		out.Header = http.Header{}
+	}
+	out.Header.Del("Proxy-Authorization")
+	out.Header.Del("Proxy-Connection")
+	return out
+}
+
+func isTimeout(ctx context.Context, err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func textResponse(req *http.Request, status int, body string) *http.Response {
+	return &http.Response{
+		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+func blockResponse(req *http.Request) *http.Response {
+	r := textResponse(req, StatusBlocked, BlockedBody)
+	r.Status = "520 Origin is disallowed"
+	return r
+}
+
+func authResponse(req *http.Request) *http.Response {
+	r := textResponse(req, http.StatusProxyAuthRequired, "Proxy authentication required")
+	r.Header.Set("Proxy-Authenticate", `Basic realm="outbound"`)
+	return r
+}
+
+// releaseWithBody calls release when the response body is closed, so that
+// a generation stays alive while a handler's response streams.
+func releaseWithBody(resp *http.Response, release func()) *http.Response {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		release()
+		return resp
+	}
+	rb := &releasingBody{ReadCloser: resp.Body, release: release}
+	// An upgraded connection (101) must stay writable, or the proxy cannot
+	// relay the sandbox's side of a WebSocket.
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+		resp.Body = &releasingConn{releasingBody: rb, w: rwc}
+	} else {
+		resp.Body = rb
+	}
+	return resp
+}
+
+type releasingConn struct {
+	*releasingBody
+	w io.Writer
+}
+
+func (c *releasingConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+type releasingBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}

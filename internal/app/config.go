@@ -1,0 +1,47 @@
+// Package app assembles outbound: the script generations, the policy
+// service, the proxy listener and the control API, with their shared
+// upstream transport, store and metrics. The CLI only parses flags into a
+// Config; tests start the same App.
+package app
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Config is everything `outbound serve` takes.
+type Config struct {
+	Script         string
+	Listen         string // proxy listener, default 127.0.0.1:3128
+	Admin          string // control API listener, default 127.0.0.1:3129
+	AdminToken     string
+	EnvFile        string            // "" means .dev.vars beside the script, if present
+	Vars           map[string]string // --var
+	KV             []string          // KV binding names
+	StateDir       string
+	AllowPrivate   bool
+	AllowNets      []netip.Prefix
+	Resolve        []string // HOST:PORT:ADDR
+	ConnectTo      []string // HOST:PORT:ADDR:PORT2
+	UpstreamCA     []string // PEM files
+	HandlerTimeout time.Duration
+	Logger         *slog.Logger
+
+	// Limits on what clients may hold or send. Zero means the default noted.
+	ReadHeaderTimeout time.Duration // proxy and admin: to send a request's headers; 10s
+	IdleTimeout       time.Duration // proxy and admin: keep-alive idle; 2m
+	MaxHeaderBytes    int           // proxy and admin: one header block; 64 KiB
+	MaxConns          int           // proxy client connections open at once, idle ones included; 16384; more get 503
+	MaxTunnels        int           // CONNECT tunnels open at once; 4096; more get 503
+	MaxBodyBytes      int64         // what JS may read of one body; 32 MiB
+	// UpstreamResponseHeaderTimeout is how long an upstream may take to
+	// answer with headers before the request gets 504; 120s.
+	UpstreamResponseHeaderTimeout time.Duration
+	// Failed authentications (proxy credentials, admin token) per source
+	// address: AuthFailBurst in a row (20), then one per second
+	// (AuthFailRate) is forgiven; past that the source gets 429. A negative
+	// AuthFailRate disables the limit.
+	AuthFailRate  float64
+	AuthFailBurst int
+}

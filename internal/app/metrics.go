@@ -1,0 +1,43 @@
+package app
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the server's own series; the proxy registers its own.
+type metrics struct {
+	generation  prometheus.Gauge
+	loads       *prometheus.CounterVec
+	scriptError prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		generation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbound_script_generation", Help: "The script generation serving requests.",
+		}),
+		loads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbound_script_loads_total", Help: "Script load attempts by result.",
+		}, []string{"result"}),
+		scriptError: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "outbound_script_error", Help: "1 while the last script load failed and an older generation serves.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.generation, m.loads, m.scriptError} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) scriptLoaded(gen int, err error) {
+	m.generation.Set(float64(gen))
+	if err != nil {
+		m.loads.WithLabelValues("error").Inc()
+		m.scriptError.Set(1)
+		return
+	}
+	m.loads.WithLabelValues("ok").Inc()
+	m.scriptError.Set(0)
+}

@@ -1,0 +1,321 @@
+package app
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/outbound-dev/outbound/engine"
+	"github.com/outbound-dev/outbound/engine/reload"
+	"github.com/outbound-dev/outbound/handlers/instances"
+	"github.com/outbound-dev/outbound/handlers/policy"
+	"github.com/outbound-dev/outbound/internal/store"
+	"github.com/outbound-dev/outbound/internal/store/bolt"
+	"github.com/outbound-dev/outbound/jsapi"
+	"github.com/outbound-dev/outbound/proxy"
+	"github.com/outbound-dev/outbound/proxy/authlimit"
+	"github.com/outbound-dev/outbound/proxy/ca"
+	"github.com/outbound-dev/outbound/proxy/control"
+	"github.com/outbound-dev/outbound/proxy/har"
+	"github.com/outbound-dev/outbound/proxy/netguard"
+	"github.com/outbound-dev/outbound/proxy/upstream"
+)
+
+// App is one running outbound: proxy listener, control API and the
+// machinery behind them.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	reloader *reload.Reloader
+	registry *instances.Registry
+	cas      *ca.Registry
+	har      *har.Store
+	up       *upstream.Transport
+	proxy    *proxy.Server
+	admin    *http.Server
+	proxyLn  net.Listener
+	adminLn  net.Listener
+	metrics  *metrics
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the state, loads the script and binds both listeners. The
+// caller runs Serve, or Close to give everything back.
+func New(ctx context.Context, cfg Config) (s *App, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	red := &redactor{}
+	startVars := func() *jsapi.Env { return &jsapi.Env{Vars: cfg.Vars} }
+	red.env.Store(&startVars)
+	cfg.Logger = slog.New(redactHandler{next: cfg.Logger.Handler(), r: red})
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:3128"
+	}
+	if cfg.Admin == "" {
+		cfg.Admin = "127.0.0.1:3129"
+	}
+	if cfg.HandlerTimeout <= 0 {
+		cfg.HandlerTimeout = 30 * time.Second
+	}
+	// The proxy fills in its own defaults; the admin listener shares them.
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = proxy.DefaultReadHeaderTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = proxy.DefaultIdleTimeout
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = proxy.DefaultMaxHeaderBytes
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("no state directory given")
+	}
+	s = &App{cfg: cfg, log: cfg.Logger, cas: nil, har: har.NewStore(0)}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pm, err := proxy.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	if s.metrics, err = newMetrics(reg); err != nil {
+		return nil, err
+	}
+
+	guard, up, err := newUpstream(cfg, pm)
+	if err != nil {
+		return nil, err
+	}
+	s.up = up
+	s.cas = ca.NewRegistry(ca.Options{OnLeafLookup: pm.LeafLookup})
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	if s.store, err = bolt.Open(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	kv := map[string]store.KV{}
+	for _, name := range cfg.KV {
+		kv[name] = s.store.KV(name)
+	}
+
+	envFile := cfg.EnvFile
+	if envFile == "" {
+		if def := filepath.Join(filepath.Dir(cfg.Script), ".dev.vars"); fileExists(def) {
+			envFile = def
+		}
+	}
+	s.reloader, err = reload.New(ctx, reload.Options{
+		Path:    cfg.Script,
+		Pool:    engine.PoolOptions{Timeout: cfg.HandlerTimeout, Fetch: up, Logger: cfg.Logger, MaxBodyBytes: cfg.MaxBodyBytes},
+		Compile: policy.CompilePolicy,
+		EnvFile: envFile,
+		Vars:    cfg.Vars,
+		KV:      kv,
+		Logger:  cfg.Logger,
+		OnLoad:  s.metrics.scriptLoaded,
+	})
+	if err != nil {
+		return nil, err
+	}
+	envNow := s.reloader.Env
+	red.env.Store(&envNow)
+	scripts := policy.FromReloader(s.reloader)
+	s.registry, err = instances.Open(ctx, instances.Options{Store: s.store, Policy: policy.PolicyOf(scripts)})
+	if err != nil {
+		return nil, err
+	}
+	svc, err := policy.New(policy.Options{
+		Scripts: scripts, Registry: s.registry, Env: s.reloader.Env, Upstream: up, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// CAs are not persisted: restored instances get a fresh one.
+	for _, in := range s.registry.List() {
+		if _, err := s.cas.Add(in.ID()); err != nil {
+			return nil, fmt.Errorf("CA for instance %q: %w", in.ID(), err)
+		}
+	}
+
+	if s.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("proxy listener: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
+		return nil, fmt.Errorf("control API listener: %w", err)
+	}
+	if ap, perr := netip.ParseAddrPort(s.adminLn.Addr().String()); perr == nil {
+		guard.AddSelf(ap)
+	}
+
+	s.proxy, err = proxy.New(proxy.Options{
+		Backend: backend{svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
+		Logger: cfg.Logger, Metrics: pm, HAR: s.har,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		MaxConns: cfg.MaxConns, MaxTunnels: cfg.MaxTunnels,
+		AuthFailRate: cfg.AuthFailRate, AuthFailBurst: cfg.AuthFailBurst,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.admin = &http.Server{
+		Handler: control.Handler(control.Options{
+			Backend: &controlBackend{s}, Token: cfg.AdminToken, Logger: cfg.Logger,
+			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			AuthLimit: authlimit.New(authlimit.Options{
+				Rate: cfg.AuthFailRate, Burst: cfg.AuthFailBurst, Logger: cfg.Logger, What: "admin token",
+			}),
+		}),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// newUpstream builds the guard and the shared upstream transport. Addresses
+// the operator named in --resolve and --connect-to are opted in, since the
+// operator chose them and the sandbox cannot.
+func newUpstream(cfg Config, pm *proxy.Metrics) (*netguard.Guard, *upstream.Transport, error) {
+	allow := append([]netip.Prefix(nil), cfg.AllowNets...)
+	var resolve, connectTo []upstream.Override
+	for _, r := range cfg.Resolve {
+		o, err := upstream.ParseResolve(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		resolve = append(resolve, o)
+	}
+	for _, r := range cfg.ConnectTo {
+		o, err := upstream.ParseConnectTo(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		connectTo = append(connectTo, o)
+	}
+	for _, o := range append(append([]upstream.Override(nil), resolve...), connectTo...) {
+		if ip, err := netip.ParseAddr(o.Addr); err == nil {
+			allow = append(allow, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+		}
+	}
+	guard := netguard.New(netguard.Options{AllowPrivate: cfg.AllowPrivate, Allow: allow})
+	var pems [][]byte
+	for _, f := range cfg.UpstreamCA {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--upstream-ca: %w", err)
+		}
+		pems = append(pems, b)
+	}
+	var roots *x509.CertPool
+	if len(pems) > 0 {
+		var err error
+		if roots, err = upstream.Roots(pems...); err != nil {
+			return nil, nil, fmt.Errorf("--upstream-ca: %w", err)
+		}
+	}
+	up, err := upstream.New(upstream.Options{
+		Guard: guard, RootCAs: roots, Resolve: resolve, ConnectTo: connectTo, OnError: pm.UpstreamError,
+		ResponseHeaderTimeout: cfg.UpstreamResponseHeaderTimeout,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return guard, up, nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// ProxyAddr is the proxy listener's address.
+func (s *App) ProxyAddr() net.Addr { return s.proxyLn.Addr() }
+
+// AdminAddr is the control API listener's address.
+func (s *App) AdminAddr() net.Addr { return s.adminLn.Addr() }
+
+// Reload reloads the script and env file now.
+func (s *App) Reload(ctx context.Context) error { return s.reloader.Reload(ctx) }
+
+// Serve serves both listeners and watches the script until ctx is done, then
+// shuts down gracefully.
+func (s *App) Serve(ctx context.Context) error {
+	errc := make(chan error, 3)
+	go func() { errc <- s.proxy.Serve(s.proxyLn) }()
+	go func() { errc <- s.admin.Serve(s.adminLn) }()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() { errc <- s.reloader.Run(watchCtx) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		// A listener closed by Close is a stop, not a failure.
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, context.Canceled) || s.closed.Load() {
+			err = nil
+		}
+	}
+	stopWatch()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.admin.Shutdown(shutdownCtx)
+	s.proxy.Shutdown(shutdownCtx)
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close releases everything without waiting for connections.
+func (s *App) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		var errs []error
+		if s.proxyLn != nil {
+			s.proxyLn.Close()
+		}
+		if s.adminLn != nil {
+			s.adminLn.Close()
+		}
+		if s.reloader != nil {
+			errs = append(errs, s.reloader.Close())
+		}
+		if s.up != nil {
+			s.up.CloseIdleConnections()
+		}
+		if s.store != nil {
+			errs = append(errs, s.store.Close())
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}

@@ -1,0 +1,388 @@
+// Package bolt is the embedded store: one bbolt file in the state
+// directory, fsynced on every commit.
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/outbound-dev/outbound/internal/store"
+)
+
+// File is the name of the database inside the state directory.
+const File = "outbound.db"
+
+var (
+	bucketInstances = []byte("instances")
+	bucketOverrides = []byte("overrides")
+	bucketKV        = []byte("kv") // one nested bucket per binding
+)
+
+// Bolt is the embedded store.Store.
+type Bolt struct {
+	db  *bolt.DB
+	now func() time.Time
+
+	mu   sync.Mutex
+	subs map[int]func(store.Change)
+	next int
+}
+
+var _ store.Store = (*Bolt)(nil)
+
+// Open opens (creating if needed) the database in dir. It fails rather
+// than waits when another process holds the database.
+func Open(dir string) (*Bolt, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, File)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketInstances, bucketOverrides, bucketKV} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init store %s: %w", path, err)
+	}
+	return &Bolt{db: db, now: time.Now, subs: map[int]func(store.Change){}}, nil
+}
+
+// Close closes the database.
+func (s *Bolt) Close() error { return s.db.Close() }
+
+// Subscribe implements store.Store.
+func (s *Bolt) Subscribe(fn func(store.Change)) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.next
+	s.next++
+	s.subs[id] = fn
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.subs, id)
+	}
+}
+
+func (s *Bolt) notify(c store.Change) {
+	s.mu.Lock()
+	fns := make([]func(store.Change), 0, len(s.subs))
+	for _, fn := range s.subs {
+		fns = append(fns, fn)
+	}
+	s.mu.Unlock()
+	for _, fn := range fns {
+		fn(c)
+	}
+}
+
+// instanceRecord is the on-disk form of an instance.
+type instanceRecord struct {
+	ID        string    `json:"id"`
+	Class     string    `json:"class"`
+	TokenHash string    `json:"tokenSha256"`
+	Created   time.Time `json:"created"`
+}
+
+// Instances implements store.Store.
+func (s *Bolt) Instances(ctx context.Context) ([]store.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []store.Instance
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ov := tx.Bucket(bucketOverrides)
+		return tx.Bucket(bucketInstances).ForEach(func(k, v []byte) error {
+			var r instanceRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("instance %q: %w", k, err)
+			}
+			in := store.Instance{ID: r.ID, Class: r.Class, Created: r.Created}
+			h, err := hex.DecodeString(r.TokenHash)
+			if err != nil || len(h) != len(in.TokenHash) {
+				return fmt.Errorf("instance %q: bad token hash", k)
+			}
+			copy(in.TokenHash[:], h)
+			if o := ov.Get(k); o != nil {
+				in.Overrides = bytes.Clone(o)
+			}
+			out = append(out, in)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read instances: %w", err)
+	}
+	return out, nil
+}
+
+// CreateInstance implements store.Store.
+func (s *Bolt) CreateInstance(ctx context.Context, in store.Instance) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	rec, err := json.Marshal(instanceRecord{ID: in.ID, Class: in.Class, TokenHash: hex.EncodeToString(in.TokenHash[:]), Created: in.Created.UTC()})
+	if err != nil {
+		return err
+	}
+	ov := in.Overrides
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInstances)
+		if b.Get([]byte(in.ID)) != nil {
+			return fmt.Errorf("%w: %s", store.ErrExists, in.ID)
+		}
+		if err := b.Put([]byte(in.ID), rec); err != nil {
+			return err
+		}
+		if len(ov) > 0 {
+			return tx.Bucket(bucketOverrides).Put([]byte(in.ID), ov)
+		}
+		return tx.Bucket(bucketOverrides).Delete([]byte(in.ID))
+	})
+	if err != nil {
+		return fmt.Errorf("create instance %s: %w", in.ID, err)
+	}
+	s.notify(store.Change{Kind: store.InstanceCreated, ID: in.ID})
+	return nil
+}
+
+// DeleteInstance implements store.Store.
+func (s *Bolt) DeleteInstance(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketInstances)
+		if b.Get([]byte(id)) == nil {
+			return store.ErrNotFound
+		}
+		if err := b.Delete([]byte(id)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOverrides).Delete([]byte(id))
+	})
+	if err != nil {
+		return fmt.Errorf("delete instance %s: %w", id, err)
+	}
+	s.notify(store.Change{Kind: store.InstanceDeleted, ID: id})
+	return nil
+}
+
+// PutOverrides implements store.Store.
+func (s *Bolt) PutOverrides(ctx context.Context, id string, v json.RawMessage) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !json.Valid(v) {
+		return fmt.Errorf("save overrides of %s: not JSON", id)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketInstances).Get([]byte(id)) == nil {
+			return store.ErrNotFound
+		}
+		return tx.Bucket(bucketOverrides).Put([]byte(id), v)
+	})
+	if err != nil {
+		return fmt.Errorf("save overrides of %s: %w", id, err)
+	}
+	s.notify(store.Change{Kind: store.OverridesChanged, ID: id})
+	return nil
+}
+
+// KV implements store.Store.
+func (s *Bolt) KV(binding string) store.KV { return &boltKV{s: s, name: []byte(binding)} }
+
+// Sweep deletes expired KV entries of every binding. Reads already hide
+// them; sweeping only reclaims space.
+func (s *Bolt) Sweep(ctx context.Context) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	now := s.now()
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketKV).ForEachBucket(func(name []byte) error {
+			b := tx.Bucket(bucketKV).Bucket(name)
+			var dead [][]byte
+			err := b.ForEach(func(k, v []byte) error {
+				if expired(v, now) {
+					dead = append(dead, bytes.Clone(k))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range dead {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			n += len(dead)
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep expired KV entries: %w", err)
+	}
+	return n, nil
+}
+
+// A KV value on disk is 8 bytes of expiry (Unix nanoseconds, big endian,
+// 0 for never) followed by the value.
+const kvHeader = 8
+
+func expired(v []byte, now time.Time) bool {
+	if len(v) < kvHeader {
+		return true // not ours; hide it
+	}
+	exp := int64(binary.BigEndian.Uint64(v))
+	return exp != 0 && now.UnixNano() >= exp
+}
+
+type boltKV struct {
+	s    *Bolt
+	name []byte
+}
+
+func checkKey(key string) error {
+	if key == "" || len(key) > store.MaxKeyBytes {
+		return fmt.Errorf("KV key must be 1..%d bytes, got %d", store.MaxKeyBytes, len(key))
+	}
+	return nil
+}
+
+func (k *boltKV) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	var out []byte
+	now := k.s.now()
+	err := k.s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKV).Bucket(k.name)
+		if b == nil {
+			return nil
+		}
+		v := b.Get([]byte(key))
+		if v == nil || expired(v, now) {
+			return nil
+		}
+		out = bytes.Clone(v[kvHeader:])
+		if out == nil {
+			out = []byte{}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("KV %s get: %w", k.name, err)
+	}
+	return out, out != nil, nil
+}
+
+func (k *boltKV) Put(ctx context.Context, key string, value []byte, expires time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	v := make([]byte, kvHeader+len(value))
+	if !expires.IsZero() {
+		binary.BigEndian.PutUint64(v, uint64(expires.UnixNano()))
+	}
+	copy(v[kvHeader:], value)
+	err := k.s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(bucketKV).CreateBucketIfNotExists(k.name)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(key), v)
+	})
+	if err != nil {
+		return fmt.Errorf("KV %s put: %w", k.name, err)
+	}
+	k.s.notify(store.Change{Kind: store.KVChanged, Binding: string(k.name), Key: key})
+	return nil
+}
+
+func (k *boltKV) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := k.s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKV).Bucket(k.name)
+		if b == nil {
+			return nil
+		}
+		return b.Delete([]byte(key))
+	})
+	if err != nil {
+		return fmt.Errorf("KV %s delete: %w", k.name, err)
+	}
+	k.s.notify(store.Change{Kind: store.KVChanged, Binding: string(k.name), Key: key})
+	return nil
+}
+
+// List implements store.KV. The cursor is the last key of the previous page.
+func (k *boltKV) List(ctx context.Context, prefix, cursor string, limit int) ([]string, string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	if limit <= 0 || limit > 1000 {
+		limit = 1000 // Workers KV's default and maximum
+	}
+	var keys []string
+	next := ""
+	now := k.s.now()
+	err := k.s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketKV).Bucket(k.name)
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		p := []byte(prefix)
+		var kk, v []byte
+		if cursor != "" && cursor >= prefix {
+			kk, v = c.Seek([]byte(cursor))
+			if kk != nil && string(kk) == cursor {
+				kk, v = c.Next()
+			}
+		} else {
+			kk, v = c.Seek(p)
+		}
+		for ; kk != nil && bytes.HasPrefix(kk, p); kk, v = c.Next() {
+			if expired(v, now) {
+				continue
+			}
+			if len(keys) == limit {
+				next = keys[len(keys)-1]
+				return nil
+			}
+			keys = append(keys, string(kk))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("KV %s list: %w", k.name, err)
+	}
+	return keys, next, nil
+}
