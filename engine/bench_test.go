@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/outbound-dev/outbound/handlers/chain"
 )
 
 // canned answers every request at once without a network, so a benchmark
@@ -35,13 +37,13 @@ func benchInvoke(b *testing.B, pl *Pool, c Call) {
 
 func BenchmarkInvokeTrivial(b *testing.B) {
 	pl := newPool(b, "cred.js", PoolOptions{Size: 1, Fetch: canned{}})
-	benchInvoke(b, pl, call("default", Named, "trivial", httptest.NewRequest("GET", "http://example.com/", nil)))
+	benchInvoke(b, pl, call("default", chain.HandlerNamed, "trivial", httptest.NewRequest("GET", "http://example.com/", nil)))
 }
 
 // The throughput target: a pool of 2 runtimes under parallel load.
 func BenchmarkInvokeTrivialPool2Parallel(b *testing.B) {
 	pl := newPool(b, "cred.js", PoolOptions{Size: 2, Fetch: canned{}})
-	c := call("default", Named, "trivial", httptest.NewRequest("GET", "http://example.com/", nil))
+	c := call("default", chain.HandlerNamed, "trivial", httptest.NewRequest("GET", "http://example.com/", nil))
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -60,7 +62,7 @@ func BenchmarkInvokeTrivialPool2Parallel(b *testing.B) {
 
 func BenchmarkInvokeAsync(b *testing.B) {
 	pl := newPool(b, "cred.js", PoolOptions{Size: 1, Fetch: canned{}})
-	benchInvoke(b, pl, call("default", Named, "asyncTrivial", httptest.NewRequest("GET", "http://example.com/", nil)))
+	benchInvoke(b, pl, call("default", chain.HandlerNamed, "asyncTrivial", httptest.NewRequest("GET", "http://example.com/", nil)))
 }
 
 // Credential injection without the network: new Request + headers.set +
@@ -70,7 +72,7 @@ func BenchmarkCredentialInjection(b *testing.B) {
 	req := httptest.NewRequest("GET", "http://api.example.com/v1/things", nil)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "bench")
-	benchInvoke(b, pl, call("default", Outbound, "", req))
+	benchInvoke(b, pl, call("default", chain.HandlerOutbound, "", req))
 }
 
 // The same against a local httptest upstream, body read to the end.
@@ -87,7 +89,7 @@ func BenchmarkCredentialInjectionUpstream(b *testing.B) {
 	pl := newPool(b, "cred.js", PoolOptions{Size: 1, Fetch: tr})
 	req := httptest.NewRequest("GET", srv.URL+"/v1/things", nil)
 	req.Header.Set("Accept", "application/json")
-	c := call("default", Outbound, "", req)
+	c := call("default", chain.HandlerOutbound, "", req)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -15,6 +15,7 @@ import (
 	"github.com/dop251/goja"
 	"github.com/dop251/goja_nodejs/eventloop"
 
+	"github.com/outbound-dev/outbound/handlers/chain"
 	"github.com/outbound-dev/outbound/jsapi"
 )
 
@@ -93,7 +94,7 @@ type result struct {
 
 // newIsolate builds a runtime, evaluates the program in it and reads its
 // classes. The caller starts the loop with start.
-func newIsolate(p *Program, cfg jsapi.Config, evalTimeout time.Duration) (*isolate, []ClassConfig, error) {
+func newIsolate(p *Program, cfg jsapi.Config, evalTimeout time.Duration) (*isolate, []chain.ClassSpec, error) {
 	iso := &isolate{prog: p, done: make(chan result, 1), ended: make(chan struct{})}
 	iso.loop = jsapi.NewLoop()
 	var vm *goja.Runtime
@@ -161,7 +162,7 @@ func (p *Program) evalError(err error) error {
 }
 
 // readClasses validates introspect.js's report and builds the handler tables.
-func (iso *isolate) readClasses(desc *goja.Object) ([]ClassConfig, error) {
+func (iso *isolate) readClasses(desc *goja.Object) ([]chain.ClassSpec, error) {
 	vm := iso.vm
 	p := iso.prog
 	arr := desc.Get("classes").ToObject(vm)
@@ -181,7 +182,7 @@ func (iso *isolate) readClasses(desc *goja.Object) ([]ClassConfig, error) {
 	sort.SliceStable(raws, func(i, j int) bool { return raws[i].defOrder < raws[j].defOrder })
 
 	iso.classes = make(map[string]*classTable, len(raws))
-	configs := make([]ClassConfig, 0, len(raws))
+	configs := make([]chain.ClassSpec, 0, len(raws))
 	for _, rc := range raws {
 		cfg, tab, err := iso.readClass(rc)
 		if err != nil {
@@ -220,12 +221,12 @@ func (iso *isolate) classError(rc rawClass, msg string) error {
 	return &ScriptError{File: p.info.Path, Line: 1, Col: 1, Msg: msg}
 }
 
-func (iso *isolate) readClass(rc rawClass) (ClassConfig, *classTable, error) {
+func (iso *isolate) readClass(rc rawClass) (chain.ClassSpec, *classTable, error) {
 	o := rc.obj
-	cfg := ClassConfig{Name: rc.name, EnableInternet: true}
+	cfg := chain.ClassSpec{Name: rc.name, EnableInternet: true}
 	tab := &classTable{}
-	fail := func(format string, args ...any) (ClassConfig, *classTable, error) {
-		return ClassConfig{}, nil, iso.classError(rc, fmt.Sprintf("class %s: ", rc.name)+fmt.Sprintf(format, args...))
+	fail := func(format string, args ...any) (chain.ClassSpec, *classTable, error) {
+		return chain.ClassSpec{}, nil, iso.classError(rc, fmt.Sprintf("class %s: ", rc.name)+fmt.Sprintf(format, args...))
 	}
 	isSet := func(v goja.Value) bool { return v != nil && !goja.IsUndefined(v) && !goja.IsNull(v) }
 	for _, b := range []struct {
@@ -485,7 +486,7 @@ func (iso *isolate) finish(resp *http.Response, err error, fatal bool) {
 }
 
 func (iso *isolate) resolve(c *Call) (*handler, error) {
-	if c.Handler.Kind == Blocked {
+	if c.Handler.Kind == chain.HandlerBlocked {
 		if iso.blocked == nil {
 			return nil, &HandlerError{Msg: "the script does not export blocked"}
 		}
@@ -497,17 +498,17 @@ func (iso *isolate) resolve(c *Call) (*handler, error) {
 	}
 	var h *handler
 	switch c.Handler.Kind {
-	case Outbound:
+	case chain.HandlerOutbound:
 		h = tab.outbound
 		if h == nil {
 			return nil, &HandlerError{Msg: fmt.Sprintf("class %s has no outbound handler", c.Class)}
 		}
-	case ByHost:
+	case chain.HandlerByHost:
 		h = tab.byHost[c.Handler.Key]
 		if h == nil {
 			return nil, &HandlerError{Msg: fmt.Sprintf("class %s has no outboundByHost handler for %q", c.Class, c.Handler.Key)}
 		}
-	case Named:
+	case chain.HandlerNamed:
 		h = tab.named[c.Handler.Key]
 		if h == nil {
 			return nil, &HandlerError{Msg: fmt.Sprintf("Outbound handler method '%s' not found in outboundHandlers for %s", c.Handler.Key, c.Class)}
@@ -520,7 +521,7 @@ func (iso *isolate) resolve(c *Call) (*handler, error) {
 
 func (iso *isolate) ctxObject(c *Call) goja.Value {
 	x := &ctxObject{vm: iso.vm, id: c.InstanceID, class: c.Class, kind: c.Handler.Kind, reason: c.Reason}
-	if c.Handler.Kind == Named {
+	if c.Handler.Kind == chain.HandlerNamed {
 		x.params = goja.Undefined()
 		if c.Params != nil {
 			parse, _ := goja.AssertFunction(iso.vm.Get("JSON").ToObject(iso.vm).Get("parse"))
@@ -541,7 +542,7 @@ type ctxObject struct {
 	vm     *goja.Runtime
 	id     string
 	class  string
-	kind   HandlerKind
+	kind   chain.HandlerKind
 	reason string
 	params goja.Value
 	extra  map[string]goja.Value
@@ -557,10 +558,10 @@ func (x *ctxObject) materialise() {
 	x.extra = map[string]goja.Value{"containerId": x.vm.ToValue(x.id), "className": x.vm.ToValue(x.class)}
 	x.keys = []string{"containerId", "className"}
 	switch x.kind {
-	case Named:
+	case chain.HandlerNamed:
 		x.extra["params"] = x.params
 		x.keys = append(x.keys, "params")
-	case Blocked:
+	case chain.HandlerBlocked:
 		x.extra["reason"] = x.vm.ToValue(x.reason)
 		x.keys = append(x.keys, "reason")
 	}
@@ -574,11 +575,11 @@ func (x *ctxObject) Get(key string) goja.Value {
 		case "className":
 			return x.vm.ToValue(x.class)
 		case "params":
-			if x.kind == Named {
+			if x.kind == chain.HandlerNamed {
 				return x.params
 			}
 		case "reason":
-			if x.kind == Blocked {
+			if x.kind == chain.HandlerBlocked {
 				return x.vm.ToValue(x.reason)
 			}
 		}

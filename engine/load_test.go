@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/outbound-dev/outbound/handlers/chain"
 )
 
 func td(name string) string { return filepath.Join("..", "testdata", "engine", name) }
@@ -33,7 +35,7 @@ func TestLoadPlainForm(t *testing.T) {
 	if !reflect.DeepEqual(info.Inputs, []string{abs}) {
 		t.Errorf("Inputs = %v", info.Inputs)
 	}
-	want := []ClassConfig{{
+	want := []chain.ClassSpec{{
 		Name:           "default",
 		EnableInternet: false,
 		InterceptHTTPS: true,
@@ -59,7 +61,7 @@ func TestLoadClassFormTypeScriptMultiFile(t *testing.T) {
 	if !reflect.DeepEqual(info.Inputs, []string{lib, main}) {
 		t.Errorf("Inputs = %v", info.Inputs)
 	}
-	want := []ClassConfig{
+	want := []chain.ClassSpec{
 		{
 			Name: "MySandbox", EnableInternet: false, InterceptHTTPS: true,
 			AllowedHosts: []string{"github.com"},

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbound-dev/outbound/handlers/chain"
 	"github.com/outbound-dev/outbound/jsapi"
 )
 
@@ -33,8 +34,8 @@ func newPool(t testing.TB, script string, opts PoolOptions) *Pool {
 	return pl
 }
 
-func call(class string, kind HandlerKind, key string, req *http.Request) Call {
-	return Call{Class: class, Handler: HandlerRef{Kind: kind, Key: key}, Request: req, InstanceID: "sbx-1",
+func call(class string, kind chain.HandlerKind, key string, req *http.Request) Call {
+	return Call{Class: class, Handler: chain.HandlerRef{Kind: kind, Key: key}, Request: req, InstanceID: "sbx-1",
 		Env: &jsapi.Env{Vars: map[string]string{"SECRET": "s3cr3t", "GREETING": "hi"}}}
 }
 
@@ -52,7 +53,7 @@ func TestInvokePlainForm(t *testing.T) {
 	pl := newPool(t, "plain.js", PoolOptions{Size: 1})
 	ctx := context.Background()
 
-	resp, err := pl.Invoke(ctx, call("default", Outbound, "", httptest.NewRequest("GET", "http://example.com:8080/p?q=1", nil)))
+	resp, err := pl.Invoke(ctx, call("default", chain.HandlerOutbound, "", httptest.NewRequest("GET", "http://example.com:8080/p?q=1", nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestInvokePlainForm(t *testing.T) {
 		t.Errorf("status %d, x-class %q", resp.StatusCode, resp.Header.Get("X-Class"))
 	}
 
-	resp, err = pl.Invoke(ctx, call("default", ByHost, "github.com", httptest.NewRequest("GET", "https://github.com/", nil)))
+	resp, err = pl.Invoke(ctx, call("default", chain.HandlerByHost, "github.com", httptest.NewRequest("GET", "https://github.com/", nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestInvokePlainForm(t *testing.T) {
 		{nil, `{"params":"undefined","id":"sbx-1","cls":"default","hasParams":true}`},
 	}
 	for _, tc := range tests {
-		c := call("default", Named, "allowHosts", httptest.NewRequest("GET", "https://x.com/", nil))
+		c := call("default", chain.HandlerNamed, "allowHosts", httptest.NewRequest("GET", "https://x.com/", nil))
 		c.Params = tc.params
 		resp, err := pl.Invoke(ctx, c)
 		if err != nil {
@@ -93,7 +94,7 @@ func TestInvokePlainForm(t *testing.T) {
 		}
 	}
 
-	resp, err = pl.Invoke(ctx, call("default", Named, "noHttp", httptest.NewRequest("GET", "http://x.com/", nil)))
+	resp, err = pl.Invoke(ctx, call("default", chain.HandlerNamed, "noHttp", httptest.NewRequest("GET", "http://x.com/", nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,7 @@ func TestInvokePlainForm(t *testing.T) {
 		t.Errorf("noHttp: status %d", resp.StatusCode)
 	}
 
-	c := call("default", Blocked, "", httptest.NewRequest("GET", "http://evil.com/x", nil))
+	c := call("default", chain.HandlerBlocked, "", httptest.NewRequest("GET", "http://evil.com/x", nil))
 	c.Reason = "denied"
 	resp, err = pl.Invoke(ctx, c)
 	if err != nil {
@@ -112,9 +113,9 @@ func TestInvokePlainForm(t *testing.T) {
 	}
 
 	for _, c := range []Call{
-		call("nope", Outbound, "", httptest.NewRequest("GET", "http://x.com/", nil)),
-		call("default", ByHost, "missing.com", httptest.NewRequest("GET", "http://x.com/", nil)),
-		call("default", Named, "missing", httptest.NewRequest("GET", "http://x.com/", nil)),
+		call("nope", chain.HandlerOutbound, "", httptest.NewRequest("GET", "http://x.com/", nil)),
+		call("default", chain.HandlerByHost, "missing.com", httptest.NewRequest("GET", "http://x.com/", nil)),
+		call("default", chain.HandlerNamed, "missing", httptest.NewRequest("GET", "http://x.com/", nil)),
 	} {
 		_, err := pl.Invoke(ctx, c)
 		var he *HandlerError
@@ -131,10 +132,10 @@ func TestInvokeClassForm(t *testing.T) {
 		c    Call
 		want string
 	}{
-		{call("MySandbox", ByHost, "github.com", httptest.NewRequest("GET", "https://github.com/", nil)), "helper:gh"},
-		{call("FieldForm", ByHost, "b.com", httptest.NewRequest("GET", "https://b.com/", nil)), "b"},
-		{call("FieldForm", Named, "z", httptest.NewRequest("GET", "https://b.com/", nil)), "z"},
-		{call("Replaced", ByHost, "two.com", httptest.NewRequest("GET", "https://two.com/", nil)), "2"},
+		{call("MySandbox", chain.HandlerByHost, "github.com", httptest.NewRequest("GET", "https://github.com/", nil)), "helper:gh"},
+		{call("FieldForm", chain.HandlerByHost, "b.com", httptest.NewRequest("GET", "https://b.com/", nil)), "b"},
+		{call("FieldForm", chain.HandlerNamed, "z", httptest.NewRequest("GET", "https://b.com/", nil)), "z"},
+		{call("Replaced", chain.HandlerByHost, "two.com", httptest.NewRequest("GET", "https://two.com/", nil)), "2"},
 	} {
 		resp, err := pl.Invoke(ctx, tc.c)
 		if err != nil {
@@ -144,7 +145,7 @@ func TestInvokeClassForm(t *testing.T) {
 			t.Errorf("%s %+v: body %q, want %q", tc.c.Class, tc.c.Handler, got, tc.want)
 		}
 	}
-	c := call("MySandbox", Named, "allowHosts", httptest.NewRequest("GET", "https://x.com/", nil))
+	c := call("MySandbox", chain.HandlerNamed, "allowHosts", httptest.NewRequest("GET", "https://x.com/", nil))
 	c.Params = json.RawMessage(`{"allowedHostnames":["a.com","b.com"]}`)
 	resp, err := pl.Invoke(ctx, c)
 	if err != nil {
@@ -153,7 +154,7 @@ func TestInvokeClassForm(t *testing.T) {
 	if got := readBody(t, resp); got != `["a.com","b.com"]` {
 		t.Errorf("params body = %s", got)
 	}
-	if _, err := pl.Invoke(ctx, call("Replaced", ByHost, "one.com", httptest.NewRequest("GET", "https://one.com/", nil))); err == nil {
+	if _, err := pl.Invoke(ctx, call("Replaced", chain.HandlerByHost, "one.com", httptest.NewRequest("GET", "https://one.com/", nil))); err == nil {
 		t.Error("replaced outboundByHost key one.com still resolves")
 	}
 }
@@ -183,7 +184,7 @@ func TestInvokeCredentialInjection(t *testing.T) {
 	req := httptest.NewRequest("GET", srv.URL+"/repo", nil)
 	req.Header.Set("X-Auth-Token", "from-sandbox")
 	req.Header.Set("Accept", "text/plain")
-	resp, err := pl.Invoke(context.Background(), call("default", Outbound, "", req))
+	resp, err := pl.Invoke(context.Background(), call("default", chain.HandlerOutbound, "", req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,7 @@ func TestInvokeCredentialInjection(t *testing.T) {
 
 	// Reading and re-sending a body, and reading the upstream's.
 	req = httptest.NewRequest("POST", srv.URL+"/up", strings.NewReader("hello"))
-	resp, err = pl.Invoke(context.Background(), call("default", Named, "reads", req))
+	resp, err = pl.Invoke(context.Background(), call("default", chain.HandlerNamed, "reads", req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestInvokeCredentialInjection(t *testing.T) {
 
 	// new Response(up.body, up) moves the Go stream across.
 	req = httptest.NewRequest("PUT", srv.URL+"/rewrap", strings.NewReader("data"))
-	resp, err = pl.Invoke(context.Background(), call("default", Named, "rewrap", req))
+	resp, err = pl.Invoke(context.Background(), call("default", chain.HandlerNamed, "rewrap", req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestPassThroughIsZeroCopy(t *testing.T) {
 	in := io.NopCloser(strings.NewReader("upload"))
 	req := httptest.NewRequest("POST", "http://example.com/", nil)
 	req.Body = in
-	resp, err := pl.Invoke(context.Background(), call("default", Named, "passthrough", req))
+	resp, err := pl.Invoke(context.Background(), call("default", chain.HandlerNamed, "passthrough", req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +275,7 @@ func TestHandlerFailures(t *testing.T) {
 				body = bytes.NewReader(make([]byte, 4096))
 			}
 			start := time.Now()
-			resp, err := pl.Invoke(ctx, call("default", Named, tc.name, httptest.NewRequest("POST", "http://x.com/", body)))
+			resp, err := pl.Invoke(ctx, call("default", chain.HandlerNamed, tc.name, httptest.NewRequest("POST", "http://x.com/", body)))
 			if resp != nil {
 				t.Fatalf("got a response: %d", resp.StatusCode)
 			}
@@ -292,7 +293,7 @@ func TestHandlerFailures(t *testing.T) {
 				}
 			}
 			// The pool still serves.
-			resp, err = pl.Invoke(ctx, call("default", Named, "sleepy", httptest.NewRequest("GET", "http://x.com/", nil)))
+			resp, err = pl.Invoke(ctx, call("default", chain.HandlerNamed, "sleepy", httptest.NewRequest("GET", "http://x.com/", nil)))
 			if err != nil {
 				t.Fatalf("next call: %v", err)
 			}
@@ -311,7 +312,7 @@ func TestAsyncHandler(t *testing.T) {
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	pl := newPool(t, "async.js", PoolOptions{Size: 1, Fetch: tr})
-	resp, err := pl.Invoke(context.Background(), call("default", Outbound, "", httptest.NewRequest("GET", srv.URL+"/start", nil)))
+	resp, err := pl.Invoke(context.Background(), call("default", chain.HandlerOutbound, "", httptest.NewRequest("GET", srv.URL+"/start", nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +339,7 @@ func TestInvocationLifecycle(t *testing.T) {
 	ctx := context.Background()
 	inv := func(name string) string {
 		t.Helper()
-		resp, err := pl.Invoke(ctx, call("default", Named, name, httptest.NewRequest("GET", "http://x.com/", nil)))
+		resp, err := pl.Invoke(ctx, call("default", chain.HandlerNamed, name, httptest.NewRequest("GET", "http://x.com/", nil)))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -366,7 +367,7 @@ func TestInvocationLifecycle(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
 	start := time.Now()
-	_, err := pl.Invoke(cctx, call("default", Named, "slowFetch", httptest.NewRequest("GET", slow.URL, nil)))
+	_, err := pl.Invoke(cctx, call("default", chain.HandlerNamed, "slowFetch", httptest.NewRequest("GET", slow.URL, nil)))
 	if !errors.Is(err, ErrTimeout) || time.Since(start) > time.Second {
 		t.Errorf("cancelled: err %v after %v", err, time.Since(start))
 	}
@@ -395,7 +396,7 @@ func TestCloseWaitsForInFlight(t *testing.T) {
 	}
 	got := make(chan string, 1)
 	go func() {
-		resp, err := pl.Invoke(context.Background(), call("default", Named, "slowFetch", httptest.NewRequest("GET", srv.URL, nil)))
+		resp, err := pl.Invoke(context.Background(), call("default", chain.HandlerNamed, "slowFetch", httptest.NewRequest("GET", srv.URL, nil)))
 		if err != nil {
 			got <- err.Error()
 			return
@@ -409,7 +410,7 @@ func TestCloseWaitsForInFlight(t *testing.T) {
 	if s := <-got; s != "done" {
 		t.Errorf("in-flight call got %q", s)
 	}
-	if _, err := pl.Invoke(context.Background(), call("default", Named, "log", httptest.NewRequest("GET", "http://x.com/", nil))); !errors.Is(err, ErrClosed) {
+	if _, err := pl.Invoke(context.Background(), call("default", chain.HandlerNamed, "log", httptest.NewRequest("GET", "http://x.com/", nil))); !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: %v", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outbound-dev/outbound/handlers/chain"
 )
 
 // answers "upstream" for any host but fail.test (a network error) and
@@ -48,7 +50,7 @@ func TestReturnedFetchSettles(t *testing.T) {
 		{handler: "plain", status: 201, body: "upstream"},
 	}
 	for _, tc := range tests {
-		resp, err := pl.Invoke(ctx, call("default", Named, tc.handler, httptest.NewRequest("GET", "http://api.test/x", nil)))
+		resp, err := pl.Invoke(ctx, call("default", chain.HandlerNamed, tc.handler, httptest.NewRequest("GET", "http://api.test/x", nil)))
 		if tc.errMatch != "" {
 			var he *HandlerError
 			if resp != nil || !errors.As(err, &he) || !strings.Contains(he.Msg, tc.errMatch) {

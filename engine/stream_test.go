@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outbound-dev/outbound/handlers/chain"
 )
 
 const gib = 1 << 30
@@ -74,7 +76,7 @@ func TestGigabytePassThrough(t *testing.T) {
 	runtime.GC()
 	stop := peakHeap()
 
-	resp, err := pl.Invoke(context.Background(), call("default", Named, "passthrough", httptest.NewRequest("GET", srv.URL+"/dl", nil)))
+	resp, err := pl.Invoke(context.Background(), call("default", chain.HandlerNamed, "passthrough", httptest.NewRequest("GET", srv.URL+"/dl", nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +88,7 @@ func TestGigabytePassThrough(t *testing.T) {
 
 	req := httptest.NewRequest("POST", srv.URL+"/ul", io.LimitReader(zeros{}, gib))
 	req.ContentLength = gib
-	resp, err = pl.Invoke(context.Background(), call("default", Named, "passthrough", req))
+	resp, err = pl.Invoke(context.Background(), call("default", chain.HandlerNamed, "passthrough", req))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	info := prog.Info()
-	if _, err := chain.CompileScript(info); err != nil {
+	if _, err := chain.CompileScript(info.Classes); err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Arg(0), err)
 		return 1
 	}

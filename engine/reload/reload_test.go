@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/outbound-dev/outbound/engine"
+	"github.com/outbound-dev/outbound/handlers/chain"
 )
 
 const testPoll = 200 * time.Millisecond
@@ -131,7 +132,7 @@ func invoke(r *Reloader, path string) (string, int, error) {
 	req := httptest.NewRequest("GET", "http://example.com/"+path, nil)
 	resp, err := g.Pool.Invoke(context.Background(), engine.Call{
 		Class:   "default",
-		Handler: engine.HandlerRef{Kind: engine.Outbound},
+		Handler: chain.HandlerRef{Kind: chain.HandlerOutbound},
 		Request: req,
 		Env:     r.Env(),
 	})

@@ -3,8 +3,6 @@ package chain
 import (
 	"fmt"
 	"testing"
-
-	"github.com/outbound-dev/outbound/engine"
 )
 
 // patterns100 is a realistic list of 100: 60 exact names, 35 suffix globs,
@@ -25,7 +23,7 @@ func patterns100(tag string) []string {
 // table, for BenchmarkDecideExact here and in package instances.
 func benchPolicy(b *testing.B) (*ClassPolicy, *Runtime) {
 	allowed := append(patterns100("allow"), "h7.byhost.example.com")
-	p := mustClass(b, engine.ClassConfig{
+	p := mustClass(b, ClassSpec{
 		Name:         "Bench",
 		AllowedHosts: allowed,
 		DeniedHosts:  patterns100("deny"),

@@ -1,5 +1,5 @@
 // Package chain owns the decision: the nine steps of semantics.md
-// "Evaluation order" over a class's compiled static config and an
+// "Evaluation order" over a class's compiled spec (ClassSpec) and an
 // instance's compiled runtime overrides, for plain requests (Decide) and for
 // CONNECT (ConnectDecide). It is pure: it never enters JS, never touches the
 // network, and never changes state. Running the chosen handler is the
@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/handlers/hostmatch"
 )
 
@@ -70,7 +69,7 @@ func (s Step) Forwards() bool {
 type Decision struct {
 	Step Step
 	// Handler is the handler to run when Step.RunsHandler().
-	Handler engine.HandlerRef
+	Handler HandlerRef
 	// Params is the JSON of the runtime params for runtime steps; nil means
 	// none were given (ctx.params is undefined).
 	Params json.RawMessage
@@ -92,18 +91,18 @@ type ClassPolicy struct {
 	denied         *hostmatch.List
 	byHost         hostmatch.Table[string] // value: the key as written in the script
 	handlers       map[string]struct{}
-	config         engine.ClassConfig
+	spec           ClassSpec
 }
 
 // CompileClass compiles one class. An error names the class and the pattern.
-func CompileClass(c engine.ClassConfig) (*ClassPolicy, error) {
+func CompileClass(c ClassSpec) (*ClassPolicy, error) {
 	p := &ClassPolicy{
 		Name:           c.Name,
 		EnableInternet: c.EnableInternet,
 		InterceptHTTPS: c.InterceptHTTPS,
 		HasOutbound:    c.HasOutbound,
 		handlers:       make(map[string]struct{}, len(c.Handlers)),
-		config:         c,
+		spec:           c,
 	}
 	var err error
 	if c.AllowedHosts != nil {
@@ -133,21 +132,21 @@ func (p *ClassPolicy) HasHandler(name string) bool {
 	return ok
 }
 
-// Config returns the static config the policy was compiled from. Its slices
-// are shared and must not be modified.
-func (p *ClassPolicy) Config() engine.ClassConfig { return p.config }
+// Spec returns the class spec the policy was compiled from. Its slices are
+// shared and must not be modified.
+func (p *ClassPolicy) Spec() ClassSpec { return p.spec }
 
 // ScriptPolicy is every class of one script generation, compiled.
 type ScriptPolicy struct {
-	Info    *engine.ScriptInfo
+	names   []string // in definition order
 	classes map[string]*ClassPolicy
 }
 
 // CompileScript compiles every class of a loaded script. Hot reload calls it
 // once per generation; a bad pattern fails the generation.
-func CompileScript(info *engine.ScriptInfo) (*ScriptPolicy, error) {
-	s := &ScriptPolicy{Info: info, classes: make(map[string]*ClassPolicy, len(info.Classes))}
-	for _, c := range info.Classes {
+func CompileScript(classes []ClassSpec) (*ScriptPolicy, error) {
+	s := &ScriptPolicy{classes: make(map[string]*ClassPolicy, len(classes))}
+	for _, c := range classes {
 		if _, dup := s.classes[c.Name]; dup {
 			return nil, fmt.Errorf("class %s defined twice", c.Name)
 		}
@@ -156,6 +155,7 @@ func CompileScript(info *engine.ScriptInfo) (*ScriptPolicy, error) {
 			return nil, err
 		}
 		s.classes[c.Name] = p
+		s.names = append(s.names, c.Name)
 	}
 	return s, nil
 }
@@ -172,8 +172,8 @@ func (s *ScriptPolicy) Class(name string) *ClassPolicy {
 // DefaultClass returns the class an instance gets when it names none: the
 // only class, if the script defines exactly one.
 func (s *ScriptPolicy) DefaultClass() (string, bool) {
-	if s != nil && s.Info != nil && len(s.Info.Classes) == 1 {
-		return s.Info.Classes[0].Name, true
+	if s != nil && len(s.names) == 1 {
+		return s.names[0], true
 	}
 	return "", false
 }
@@ -208,27 +208,27 @@ func Decide(p *ClassPolicy, rt *Runtime, h string) Decision {
 	if rt != nil {
 		if c, ok := rt.byHost.Lookup(h); ok {
 			if p.HasHandler(c.Method) {
-				return Decision{Step: StepByHostRuntime, Handler: engine.HandlerRef{Kind: engine.Named, Key: c.Method}, Params: c.Params}
+				return Decision{Step: StepByHostRuntime, Handler: HandlerRef{Kind: HandlerNamed, Key: c.Method}, Params: c.Params}
 			}
 			d.StaleByHost = c.Method
 		}
 	}
 	// 4: static per-host.
 	if key, ok := p.byHost.Lookup(h); ok {
-		d.Step, d.Handler = StepByHost, engine.HandlerRef{Kind: engine.ByHost, Key: key}
+		d.Step, d.Handler = StepByHost, HandlerRef{Kind: HandlerByHost, Key: key}
 		return d
 	}
 	// 5: runtime catch-all.
 	if rt != nil && rt.outbound != nil {
 		if p.HasHandler(rt.outbound.Method) {
-			d.Step, d.Handler, d.Params = StepOutboundRuntime, engine.HandlerRef{Kind: engine.Named, Key: rt.outbound.Method}, rt.outbound.Params
+			d.Step, d.Handler, d.Params = StepOutboundRuntime, HandlerRef{Kind: HandlerNamed, Key: rt.outbound.Method}, rt.outbound.Params
 			return d
 		}
 		d.StaleOutbound = rt.outbound.Method
 	}
 	// 6: static catch-all.
 	if p.HasOutbound {
-		d.Step, d.Handler = StepOutbound, engine.HandlerRef{Kind: engine.Outbound}
+		d.Step, d.Handler = StepOutbound, HandlerRef{Kind: HandlerOutbound}
 		return d
 	}
 	d.Step = fallback(p, allowed)

@@ -4,11 +4,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-
-	"github.com/outbound-dev/outbound/engine"
 )
 
-func mustClass(t testing.TB, c engine.ClassConfig) *ClassPolicy {
+func mustClass(t testing.TB, c ClassSpec) *ClassPolicy {
 	t.Helper()
 	p, err := CompileClass(c)
 	if err != nil {
@@ -26,13 +24,13 @@ func mustRuntime(t testing.TB, o Overrides) *Runtime {
 	return rt
 }
 
-func named(m string) engine.HandlerRef  { return engine.HandlerRef{Kind: engine.Named, Key: m} }
-func byHost(k string) engine.HandlerRef { return engine.HandlerRef{Kind: engine.ByHost, Key: k} }
+func named(m string) HandlerRef  { return HandlerRef{Kind: HandlerNamed, Key: m} }
+func byHost(k string) HandlerRef { return HandlerRef{Kind: HandlerByHost, Key: k} }
 
-var outboundRef = engine.HandlerRef{Kind: engine.Outbound}
+var outboundRef = HandlerRef{Kind: HandlerOutbound}
 
 func TestDecide(t *testing.T) {
-	full := engine.ClassConfig{
+	full := ClassSpec{
 		Name:           "Full",
 		EnableInternet: true,
 		AllowedHosts:   []string{"*.example.com", "example.com", "Static.Example.NET.", "10.0.0.0/8", "192.168.1.1", "*.org", "github.com"},
@@ -41,19 +39,19 @@ func TestDecide(t *testing.T) {
 		Handlers:       []string{"allowHosts", "noHttp", "tag"},
 		HasOutbound:    true,
 	}
-	bare := engine.ClassConfig{Name: "Bare", EnableInternet: true}
-	closed := engine.ClassConfig{Name: "Closed", EnableInternet: false}
-	allowOnly := engine.ClassConfig{Name: "AllowOnly", EnableInternet: false, AllowedHosts: []string{"github.com"}}
-	emptyAllow := engine.ClassConfig{Name: "EmptyAllow", EnableInternet: true, AllowedHosts: []string{}, ByHostKeys: []string{"*"}, HasOutbound: true, Handlers: []string{"h"}}
-	withHandlers := engine.ClassConfig{Name: "H", EnableInternet: false, Handlers: []string{"h", "g"}, HasOutbound: true, ByHostKeys: []string{"static.com", "*.glob.com"}}
+	bare := ClassSpec{Name: "Bare", EnableInternet: true}
+	closed := ClassSpec{Name: "Closed", EnableInternet: false}
+	allowOnly := ClassSpec{Name: "AllowOnly", EnableInternet: false, AllowedHosts: []string{"github.com"}}
+	emptyAllow := ClassSpec{Name: "EmptyAllow", EnableInternet: true, AllowedHosts: []string{}, ByHostKeys: []string{"*"}, HasOutbound: true, Handlers: []string{"h"}}
+	withHandlers := ClassSpec{Name: "H", EnableInternet: false, Handlers: []string{"h", "g"}, HasOutbound: true, ByHostKeys: []string{"static.com", "*.glob.com"}}
 
 	tests := []struct {
 		name    string
-		class   engine.ClassConfig
+		class   ClassSpec
 		rt      *Overrides
 		host    string
 		step    Step
-		handler engine.HandlerRef
+		handler HandlerRef
 		params  string
 		staleBH string
 		staleOB string
@@ -161,7 +159,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestParamsNilIsUndefined(t *testing.T) {
-	p := mustClass(t, engine.ClassConfig{Name: "C", Handlers: []string{"h"}})
+	p := mustClass(t, ClassSpec{Name: "C", Handlers: []string{"h"}})
 	rt := mustRuntime(t, Overrides{Outbound: &Choice{Method: "h"}})
 	if d := Decide(p, rt, "a.com"); d.Step != StepOutboundRuntime || d.Params != nil {
 		t.Fatalf("got %+v, want nil params", d)
@@ -169,13 +167,13 @@ func TestParamsNilIsUndefined(t *testing.T) {
 }
 
 func TestConnectDecide(t *testing.T) {
-	intercept := engine.ClassConfig{Name: "I", EnableInternet: false, InterceptHTTPS: true, AllowedHosts: []string{"github.com"}, DeniedHosts: []string{"evil.com"}}
-	tunnel := engine.ClassConfig{Name: "T", EnableInternet: false, AllowedHosts: []string{"github.com"}, DeniedHosts: []string{"evil.com"}}
-	open := engine.ClassConfig{Name: "O", EnableInternet: true, DeniedHosts: []string{"evil.com"}, HasOutbound: true}
-	closed := engine.ClassConfig{Name: "C", EnableInternet: false, HasOutbound: true, ByHostKeys: []string{"*"}}
+	intercept := ClassSpec{Name: "I", EnableInternet: false, InterceptHTTPS: true, AllowedHosts: []string{"github.com"}, DeniedHosts: []string{"evil.com"}}
+	tunnel := ClassSpec{Name: "T", EnableInternet: false, AllowedHosts: []string{"github.com"}, DeniedHosts: []string{"evil.com"}}
+	open := ClassSpec{Name: "O", EnableInternet: true, DeniedHosts: []string{"evil.com"}, HasOutbound: true}
+	closed := ClassSpec{Name: "C", EnableInternet: false, HasOutbound: true, ByHostKeys: []string{"*"}}
 	tests := []struct {
 		name      string
-		class     engine.ClassConfig
+		class     ClassSpec
 		rt        *Overrides
 		host      string
 		port      int
@@ -218,10 +216,10 @@ func TestConnectDecide(t *testing.T) {
 }
 
 func TestCompileScript(t *testing.T) {
-	info := &engine.ScriptInfo{Classes: []engine.ClassConfig{
+	info := []ClassSpec{
 		{Name: "A", AllowedHosts: []string{"a.com"}},
 		{Name: "B", DeniedHosts: []string{"*.b.com"}},
-	}}
+	}
 	s, err := CompileScript(info)
 	if err != nil {
 		t.Fatal(err)
@@ -232,21 +230,21 @@ func TestCompileScript(t *testing.T) {
 	if _, ok := s.DefaultClass(); ok {
 		t.Fatal("two classes have no default")
 	}
-	one, _ := CompileScript(&engine.ScriptInfo{Classes: []engine.ClassConfig{{Name: "default"}}})
+	one, _ := CompileScript([]ClassSpec{{Name: "default"}})
 	if n, ok := one.DefaultClass(); !ok || n != "default" {
 		t.Fatalf("DefaultClass = %q, %v", n, ok)
 	}
 
 	bad := []struct {
-		c    engine.ClassConfig
+		c    ClassSpec
 		want []string
 	}{
-		{engine.ClassConfig{Name: "X", AllowedHosts: []string{"ok.com", "bad host"}}, []string{"X", "allowedHosts", `"bad host"`}},
-		{engine.ClassConfig{Name: "Y", DeniedHosts: []string{"10.0.0.0/40"}}, []string{"Y", "deniedHosts", `"10.0.0.0/40"`}},
-		{engine.ClassConfig{Name: "Z", ByHostKeys: []string{"a.com:443"}}, []string{"Z", "outboundByHost", `"a.com:443"`}},
+		{ClassSpec{Name: "X", AllowedHosts: []string{"ok.com", "bad host"}}, []string{"X", "allowedHosts", `"bad host"`}},
+		{ClassSpec{Name: "Y", DeniedHosts: []string{"10.0.0.0/40"}}, []string{"Y", "deniedHosts", `"10.0.0.0/40"`}},
+		{ClassSpec{Name: "Z", ByHostKeys: []string{"a.com:443"}}, []string{"Z", "outboundByHost", `"a.com:443"`}},
 	}
 	for _, b := range bad {
-		_, err := CompileScript(&engine.ScriptInfo{Classes: []engine.ClassConfig{{Name: "fine"}, b.c}})
+		_, err := CompileScript([]ClassSpec{{Name: "fine"}, b.c})
 		if err == nil {
 			t.Fatalf("class %s compiled", b.c.Name)
 		}
@@ -256,7 +254,7 @@ func TestCompileScript(t *testing.T) {
 			}
 		}
 	}
-	if _, err := CompileScript(&engine.ScriptInfo{Classes: []engine.ClassConfig{{Name: "D"}, {Name: "D"}}}); err == nil {
+	if _, err := CompileScript([]ClassSpec{{Name: "D"}, {Name: "D"}}); err == nil {
 		t.Fatal("duplicate class compiled")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/handlers/chain"
 )
 
@@ -25,7 +24,7 @@ func patterns100(tag string) []string {
 // its class has 100 in each static list and table.
 func benchRegistry(b *testing.B) (*Registry, *policies, string) {
 	ctx := context.Background()
-	cls := engine.ClassConfig{
+	cls := chain.ClassSpec{
 		Name:         "Bench",
 		AllowedHosts: patterns100("allow"),
 		DeniedHosts:  patterns100("deny"),

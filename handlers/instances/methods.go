@@ -326,14 +326,14 @@ func allowedList(o *chain.Overrides, cls *chain.ClassPolicy) (*[]string, []strin
 	if cls == nil {
 		return &o.AllowedHosts, nil
 	}
-	return &o.AllowedHosts, cls.Config().AllowedHosts
+	return &o.AllowedHosts, cls.Spec().AllowedHosts
 }
 
 func deniedList(o *chain.Overrides, cls *chain.ClassPolicy) (*[]string, []string) {
 	if cls == nil {
 		return &o.DeniedHosts, nil
 	}
-	return &o.DeniedHosts, cls.Config().DeniedHosts
+	return &o.DeniedHosts, cls.Spec().DeniedHosts
 }
 
 // appendHost adds h to the effective list (the override, else the class

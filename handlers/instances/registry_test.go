@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/handlers/chain"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/bolt"
@@ -22,9 +21,9 @@ type policies struct {
 	p atomic.Pointer[chain.ScriptPolicy]
 }
 
-func (p *policies) set(t testing.TB, classes ...engine.ClassConfig) {
+func (p *policies) set(t testing.TB, classes ...chain.ClassSpec) {
 	t.Helper()
-	sp, err := chain.CompileScript(&engine.ScriptInfo{Path: "policy.js", Classes: classes})
+	sp, err := chain.CompileScript(classes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +32,7 @@ func (p *policies) set(t testing.TB, classes ...engine.ClassConfig) {
 
 func (p *policies) get() *chain.ScriptPolicy { return p.p.Load() }
 
-var sandboxClass = engine.ClassConfig{
+var sandboxClass = chain.ClassSpec{
 	Name:           "MySandbox",
 	EnableInternet: false,
 	InterceptHTTPS: true,
@@ -42,13 +41,13 @@ var sandboxClass = engine.ClassConfig{
 	ByHostKeys:     []string{"github.com"},
 }
 
-var openClass = engine.ClassConfig{Name: "Open", EnableInternet: true, Handlers: []string{"h"}}
+var openClass = chain.ClassSpec{Name: "Open", EnableInternet: true, Handlers: []string{"h"}}
 
-func newRegistry(t testing.TB, st store.Store, classes ...engine.ClassConfig) (*Registry, *policies) {
+func newRegistry(t testing.TB, st store.Store, classes ...chain.ClassSpec) (*Registry, *policies) {
 	t.Helper()
 	var pol policies
 	if len(classes) == 0 {
-		classes = []engine.ClassConfig{sandboxClass, openClass}
+		classes = []chain.ClassSpec{sandboxClass, openClass}
 	}
 	pol.set(t, classes...)
 	r, err := Open(context.Background(), Options{Store: st, Policy: pol.get, Now: func() time.Time { return time.Unix(1700000000, 0) }})
@@ -144,7 +143,7 @@ func TestCreateDeleteAuthenticate(t *testing.T) {
 }
 
 func TestDefaultClass(t *testing.T) {
-	r, _ := newRegistry(t, nil, engine.ClassConfig{Name: "default"})
+	r, _ := newRegistry(t, nil, chain.ClassSpec{Name: "default"})
 	in, _, err := r.Create(context.Background(), "", "")
 	if err != nil || in.Class() != "default" {
 		t.Fatalf("%v %v", in, err)

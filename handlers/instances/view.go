@@ -137,7 +137,7 @@ func viewOf(in *Instance, pol *chain.ScriptPolicy) View {
 	if cls == nil {
 		v.ClassMissing = true
 	} else {
-		cfg := cls.Config()
+		cfg := cls.Spec()
 		v.EnableInternet, v.InterceptHTTPS = cfg.EnableInternet, cfg.InterceptHTTPS
 		v.AllowedHosts, v.DeniedHosts = clone(cfg.AllowedHosts), clone(cfg.DeniedHosts)
 	}

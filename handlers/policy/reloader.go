@@ -9,7 +9,7 @@ import (
 // CompilePolicy is reload.Options.Compile: it compiles a generation's host
 // patterns, so a bad pattern fails the load and the last good script stays.
 func CompilePolicy(info *engine.ScriptInfo) (any, error) {
-	return chain.CompileScript(info)
+	return chain.CompileScript(info.Classes)
 }
 
 // FromReloader adapts a Reloader whose Options.Compile is CompilePolicy.

@@ -165,7 +165,7 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 	case d.Step.Blocks():
 		return s.block(ctx, sc, in, req, d.Step)
 	case d.Step.RunsHandler():
-		name := handlerName(d.Handler)
+		name := d.Handler.String()
 		resp, err := sc.Invoker.Invoke(ctx, engine.Call{
 			Class:      in.Class(),
 			Handler:    d.Handler,
@@ -215,7 +215,7 @@ func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance,
 	out.Handler = "blocked"
 	resp, err := sc.Invoker.Invoke(ctx, engine.Call{
 		Class:      in.Class(),
-		Handler:    engine.HandlerRef{Kind: engine.Blocked},
+		Handler:    chain.HandlerRef{Kind: chain.HandlerBlocked},
 		Request:    req,
 		Env:        s.opts.Env(),
 		InstanceID: in.ID(),
@@ -228,19 +228,6 @@ func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance,
 	}
 	resp.Request = req
 	return resp, out
-}
-
-func handlerName(r engine.HandlerRef) string {
-	switch r.Kind {
-	case engine.Outbound:
-		return "outbound"
-	case engine.ByHost:
-		return "outboundByHost[" + r.Key + "]"
-	case engine.Blocked:
-		return "blocked"
-	default:
-		return r.Key
-	}
 }
 
 // requestHost is the canonical host of an absolute request URL.

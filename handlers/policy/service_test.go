@@ -31,7 +31,7 @@ func loadScript(t *testing.T, name string) *Script {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := chain.CompileScript(prog.Info())
+	pol, err := chain.CompileScript(prog.Info().Classes)
 	if err != nil {
 		t.Fatal(err)
 	}
