@@ -7,6 +7,8 @@ package proxy
 import (
 	"context"
 	"net/http"
+
+	"github.com/outbound-dev/outbound/internal/decision"
 )
 
 // Instance is an authenticated sandbox instance.
@@ -15,29 +17,14 @@ type Instance interface {
 	Class() string
 }
 
-// ConnectDecision is the Backend's answer to a CONNECT.
-type ConnectDecision struct {
-	Allow     bool
-	Intercept bool           // terminate TLS and send each inner request to Handle
-	Step      string         // the chain step that decided, for the audit log
-	Block     *http.Response // sent when !Allow (520 or the script's blocked hook)
-}
-
-// Outcome says how the Backend handled a request, for logs and metrics.
-type Outcome struct {
-	Step    string // chain step: denied, not_allowed, by_host, internet, ...
-	Handler string // handler name, when one ran
-	Err     error  // internal detail for the log only; never sent to the sandbox
-}
-
 // Backend decides and serves requests for the proxy.
 type Backend interface {
 	// Authenticate checks an instance id and token in constant time.
 	Authenticate(id, token string) (Instance, bool)
 	// Connect decides a CONNECT to host (normalised) and port.
-	Connect(ctx context.Context, inst Instance, host string, port int) ConnectDecision
+	Connect(ctx context.Context, inst Instance, host string, port int) decision.Connect
 	// Handle serves one request whose URL is absolute (http://host:port/p or
 	// https://host/p). It always returns a response to send to the sandbox:
 	// handler errors are 500, timeouts 504, upstream failures 502, blocks 520.
-	Handle(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome)
+	Handle(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome)
 }

@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/decision"
 	"github.com/outbound-dev/outbound/internal/host"
 	"github.com/outbound-dev/outbound/proxy/har"
 	"github.com/outbound-dev/outbound/proxy/upstream"
@@ -139,12 +139,7 @@ func (s *Server) connectRecord(r *http.Request, inst Instance, a *audit) *har.Re
 func (s *Server) refuseConnect(w http.ResponseWriter, r *http.Request, inst Instance, block *http.Response, a *audit) {
 	rec := s.connectRecord(r, inst, a)
 	if block == nil {
-		block = &http.Response{
-			StatusCode:    520,
-			Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
-			Body:          io.NopCloser(strings.NewReader("Origin is disallowed")),
-			ContentLength: int64(len("Origin is disallowed")),
-		}
+		block = decision.Blocked(nil)
 	}
 	a.status = block.StatusCode
 	if err := s.writeResponse(w, r, block, false, a, rec, 0, nil); err != nil {
@@ -256,12 +251,11 @@ func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance
 	}
 	up, err := s.opts.Dial(r.Context(), "tcp", net.JoinHostPort(h, strconv.Itoa(port)))
 	if err != nil {
-		kind := upstream.Classify(err)
-		msg := "bad gateway"
-		if kind == upstream.KindTimeout {
+		status, msg := decision.FailureStatus(r.Context(), err), "bad gateway"
+		if status == http.StatusGatewayTimeout {
 			msg = "gateway timeout"
 		}
-		fail(kind.Status(), msg, fmt.Errorf("raw tunnel (%s): %w", kind, err))
+		fail(status, msg, fmt.Errorf("raw tunnel (%s): %w", upstream.Classify(err), err))
 		return
 	}
 	s.hijackWG.Add(1)

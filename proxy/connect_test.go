@@ -17,6 +17,7 @@ import (
 	"time"
 
 	mhar "github.com/google/martian/v3/har"
+	"github.com/outbound-dev/outbound/internal/decision"
 )
 
 // httpsUpstream is a TLS server whose certificate is valid for example.com;
@@ -39,7 +40,7 @@ func TestHTTPSIntercepted(t *testing.T) {
 	_, ho := httpsUpstream(t, echoHandler())
 	h := newHarness(t, ho)
 	const secret = "Bearer injected-secret-xyz"
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
 		if RequestID(ctx) == "" {
 			t.Error("no request id in the context")
 		}
@@ -167,8 +168,8 @@ func TestInterceptKeyExchange(t *testing.T) {
 
 func TestSNIAndHostMustMatchConnect(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
-		return textResponse(200, req.URL.String()), Outcome{Step: "by_host"}
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
+		return textResponse(200, req.URL.String()), decision.Outcome{Step: "by_host"}
 	}
 	a, _ := h.cas.Get("a")
 	pool := x509.NewCertPool()
@@ -247,14 +248,14 @@ func TestRawTunnel(t *testing.T) {
 		}
 	}()
 	target := echo.Addr().String()
-	h.backend.connect = func(inst Instance, host string, port int) ConnectDecision {
+	h.backend.connect = func(inst Instance, host string, port int) decision.Connect {
 		if host == "denied.example" {
-			return ConnectDecision{Step: "denied"} // default block
+			return decision.Connect{Step: "denied"} // default block
 		}
 		if host == "custom.example" {
-			return ConnectDecision{Step: "not_allowed", Block: textResponse(403, `{"error":"nope"}`)}
+			return decision.Connect{Step: "not_allowed", Block: textResponse(403, `{"error":"nope"}`)}
 		}
-		return ConnectDecision{Allow: true, Step: "internet"}
+		return decision.Connect{Allow: true, Step: "internet"}
 	}
 
 	// Allowed: bytes go both ways, client-side pipelined bytes included.

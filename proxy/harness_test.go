@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/decision"
 	"github.com/outbound-dev/outbound/proxy/ca"
 	"github.com/outbound-dev/outbound/proxy/har"
 	"github.com/outbound-dev/outbound/proxy/netguard"
@@ -46,8 +47,8 @@ type seenRequest struct {
 type fakeBackend struct {
 	tokens  map[string]string
 	rt      http.RoundTripper
-	connect func(inst Instance, host string, port int) ConnectDecision
-	handle  func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome)
+	connect func(inst Instance, host string, port int) decision.Connect
+	handle  func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome)
 
 	trivial bool // benchmarks: forward without recording anything
 
@@ -63,17 +64,17 @@ func (b *fakeBackend) Authenticate(id, token string) (Instance, bool) {
 	return fakeInst{id: id, class: "Test"}, true
 }
 
-func (b *fakeBackend) Connect(ctx context.Context, inst Instance, host string, port int) ConnectDecision {
+func (b *fakeBackend) Connect(ctx context.Context, inst Instance, host string, port int) decision.Connect {
 	if b.connect != nil {
 		return b.connect(inst, host, port)
 	}
 	if port == 443 {
-		return ConnectDecision{Allow: true, Intercept: true, Step: "intercept"}
+		return decision.Connect{Allow: true, Intercept: true, Step: "intercept"}
 	}
-	return ConnectDecision{Allow: true, Step: "internet"}
+	return decision.Connect{Allow: true, Step: "internet"}
 }
 
-func (b *fakeBackend) Handle(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+func (b *fakeBackend) Handle(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
 	if b.trivial {
 		return forward(b.rt, req, "internet")
 	}
@@ -86,13 +87,12 @@ func (b *fakeBackend) Handle(ctx context.Context, inst Instance, req *http.Reque
 	return forward(b.rt, req, "internet")
 }
 
-func forward(rt http.RoundTripper, req *http.Request, step string) (*http.Response, Outcome) {
+func forward(rt http.RoundTripper, req *http.Request, step string) (*http.Response, decision.Outcome) {
 	res, err := rt.RoundTrip(req)
 	if err != nil {
-		k := upstream.Classify(err)
-		return textResponse(k.Status(), "upstream unavailable"), Outcome{Step: step, Err: err}
+		return decision.Failure(req.Context(), req, err), decision.Outcome{Step: step, Err: err}
 	}
-	return res, Outcome{Step: step}
+	return res, decision.Outcome{Step: step}
 }
 
 func textResponse(status int, body string) *http.Response {

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +12,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outbound-dev/outbound/internal/decision"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestPlainHTTP(t *testing.T) {
@@ -51,8 +53,8 @@ func TestPlainHTTP(t *testing.T) {
 		}
 	}
 	// Without an explicit port the URL stays portless.
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
-		return textResponse(200, req.URL.String()+" "+req.Host), Outcome{Step: "by_host", Handler: "fake"}
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
+		return textResponse(200, req.URL.String()+" "+req.Host), decision.Outcome{Step: "by_host", Handler: "fake"}
 	}
 	res, err := c.Get("http://Example.COM/a")
 	if err != nil {
@@ -339,13 +341,13 @@ func TestSSEStreamsIncrementally(t *testing.T) {
 
 func TestUpstreamBodyFailureTruncates(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
 		pr, pw := io.Pipe()
 		go func() {
 			io.WriteString(pw, "partial")
 			pw.CloseWithError(fmt.Errorf("upstream reset"))
 		}()
-		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: pr, ContentLength: 100}, Outcome{Step: "internet"}
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: pr, ContentLength: 100}, decision.Outcome{Step: "internet"}
 	}
 	res, err := h.client("a", tokenA, "a").Get("http://example.com/")
 	if err != nil {
@@ -360,8 +362,8 @@ func TestUpstreamBodyFailureTruncates(t *testing.T) {
 
 func TestBackendErrorsGoToLogOnly(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
-		return textResponse(500, "Internal Server Error"), Outcome{Step: "outbound", Handler: "outbound", Err: fmt.Errorf("TypeError: boom at script.js:3:7")}
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
+		return textResponse(500, "Internal Server Error"), decision.Outcome{Step: "outbound", Handler: "outbound", Err: fmt.Errorf("TypeError: boom at script.js:3:7")}
 	}
 	res, err := h.client("a", tokenA, "a").Get("http://example.com/secret?token=abc")
 	if err != nil {
@@ -429,7 +431,7 @@ func TestBulkBodyStreamsAfterBufferSwitch(t *testing.T) {
 			close(release)
 		}
 	})
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
 		pr, pw := io.Pipe()
 		go func() {
 			pw.Write(bulk)
@@ -441,7 +443,7 @@ func TestBulkBodyStreamsAfterBufferSwitch(t *testing.T) {
 			pw.Write([]byte("tail-2"))
 			pw.Close()
 		}()
-		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: pr, ContentLength: -1}, Outcome{Step: "internet"}
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: pr, ContentLength: -1}, decision.Outcome{Step: "internet"}
 	}
 	res, err := h.client("a", tokenA, "a").Get("http://example.com/")
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/outbound-dev/outbound/internal/decision"
 )
 
 // lateEOF hands the whole request body over at once, then delays the read
@@ -64,7 +66,7 @@ func TestUploadResponseSurvivesLateEOFRead(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	h := newHarness(t, harnessOpts{})
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
 		req.Body = &lateEOF{r: req.Body, size: req.ContentLength, delay: 200 * time.Millisecond}
 		return forward(h.backend.rt, req, "internet")
 	}

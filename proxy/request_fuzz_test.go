@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outbound-dev/outbound/internal/decision"
 	"github.com/outbound-dev/outbound/internal/host"
 )
 
@@ -33,8 +34,8 @@ func FuzzProxyRequest(f *testing.F) {
 	}
 	h := newHarness(f, harnessOpts{discardLogs: true})
 	h.backend.trivial = false
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
-		return textResponse(http.StatusOK, "ok"), Outcome{Step: "internet"}
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
+		return textResponse(http.StatusOK, "ok"), decision.Outcome{Step: "internet"}
 	}
 	hopByHop := []string{"Proxy-Authorization", "Proxy-Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "X-Drop"}
 	f.Fuzz(func(t *testing.T, raw string) {

@@ -13,6 +13,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/outbound-dev/outbound/internal/decision"
 )
 
 // A minimal WebSocket peer: enough of RFC 6455 (handshake, short unfragmented
@@ -148,7 +150,7 @@ func TestWebSocketThroughProxy(t *testing.T) {
 	upTLS, ho := httpsUpstream(t, wsEcho(t))
 	_ = upTLS
 	h := newHarness(t, ho)
-	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
 		req.Header.Set("X-Injected", "by-handler") // the handler modifies the handshake
 		return forward(h.backend.rt, req, "by_host")
 	}
@@ -173,7 +175,7 @@ func TestWebSocketThroughProxy(t *testing.T) {
 		waitFor(t, func() bool { return h.srv.ActiveTunnels() == 0 })
 	})
 	t.Run("refused handshake passes through", func(t *testing.T) {
-		h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, Outcome) {
+		h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
 			return forward(h.backend.rt, req, "by_host") // no injected header: upstream answers 400
 		}
 		up := httptest.NewServer(wsEcho(t))

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/handlers/chain"
 	"github.com/outbound-dev/outbound/handlers/instances"
+	"github.com/outbound-dev/outbound/internal/decision"
 	"github.com/outbound-dev/outbound/internal/host"
 	"github.com/outbound-dev/outbound/jsapi"
 )
@@ -74,31 +74,6 @@ func New(opts Options) (*Service, error) {
 	return &Service{opts: opts, log: opts.Logger}, nil
 }
 
-// BlockedBody is the body of the default block response.
-const BlockedBody = "Origin is disallowed"
-
-// StatusBlocked is the status of a blocked request (Cloudflare's 520).
-const StatusBlocked = 520
-
-// StatusClientClosed is recorded for a request whose sandbox went away
-// before its handler finished (nginx's 499); the sandbox never sees it.
-const StatusClientClosed = 499
-
-// Outcome says how a request was handled, for logs and metrics.
-type Outcome struct {
-	Step    string // the chain step, or "bad_request", "no_script", "unauthenticated"
-	Handler string // the handler that ran, if any
-	Err     error  // detail for the log only; never sent to the sandbox
-}
-
-// ConnectResult is the answer to a CONNECT.
-type ConnectResult struct {
-	Allow     bool
-	Intercept bool
-	Step      string
-	Block     *http.Response // when !Allow
-}
-
 // Authenticate checks an instance's id and token in constant time.
 func (s *Service) Authenticate(id, token string) (*instances.Instance, bool) {
 	return s.opts.Registry.Authenticate(id, token)
@@ -107,24 +82,24 @@ func (s *Service) Authenticate(id, token string) (*instances.Instance, bool) {
 // Connect decides a CONNECT to a canonical host and port. A refused
 // CONNECT gets the default block response: the blocked hook is for
 // requests, and a tunnel has none yet.
-func (s *Service) Connect(ctx context.Context, in *instances.Instance, h string, port int) ConnectResult {
+func (s *Service) Connect(ctx context.Context, in *instances.Instance, h string, port int) decision.Connect {
 	if !in.Alive() {
-		return ConnectResult{Step: "unauthenticated", Block: authResponse(nil)}
+		return decision.Connect{Step: "unauthenticated", Block: decision.AuthRequired(nil)}
 	}
 	sc, release := s.opts.Scripts.Acquire()
 	defer release()
 	if sc == nil {
-		return ConnectResult{Step: "no_script", Block: textResponse(nil, http.StatusServiceUnavailable, "No policy script is loaded")}
+		return decision.Connect{Step: "no_script", Block: decision.Text(nil, http.StatusServiceUnavailable, "No policy script is loaded")}
 	}
 	cls := sc.Policy.Class(in.Class())
 	if cls == nil {
 		s.log.Warn("instance class not in the script; blocking", "instance", in.ID(), "class", in.Class())
-		return ConnectResult{Step: chain.StepDefaultDeny.String(), Block: blockResponse(nil)}
+		return decision.Connect{Step: chain.StepDefaultDeny.String(), Block: decision.Blocked(nil)}
 	}
 	d := chain.ConnectDecide(cls, in.Runtime(), h, port)
-	r := ConnectResult{Allow: d.Allow, Intercept: d.Intercept, Step: d.Step.String()}
+	r := decision.Connect{Allow: d.Allow, Intercept: d.Intercept, Step: d.Step.String()}
 	if !d.Allow {
-		r.Block = blockResponse(nil)
+		r.Block = decision.Blocked(nil)
 	}
 	return r
 }
@@ -133,24 +108,24 @@ func (s *Service) Connect(ctx context.Context, in *instances.Instance, h string,
 // response: blocks are 520 (or the script's blocked hook), handler errors
 // 500, handler timeouts 504, upstream failures 502 and upstream timeouts
 // 504. No body carries error text.
-func (s *Service) Handle(ctx context.Context, in *instances.Instance, req *http.Request) (*http.Response, Outcome) {
+func (s *Service) Handle(ctx context.Context, in *instances.Instance, req *http.Request) (*http.Response, decision.Outcome) {
 	if !in.Alive() {
-		return authResponse(req), Outcome{Step: "unauthenticated"}
+		return decision.AuthRequired(req), decision.Outcome{Step: "unauthenticated"}
 	}
 	h, err := requestHost(req)
 	if err != nil {
-		return textResponse(req, http.StatusBadRequest, "Bad request host"), Outcome{Step: "bad_request", Err: err}
+		return decision.Text(req, http.StatusBadRequest, "Bad request host"), decision.Outcome{Step: "bad_request", Err: err}
 	}
 	sc, release := s.opts.Scripts.Acquire()
 	if sc == nil {
 		release()
-		return textResponse(req, http.StatusServiceUnavailable, "No policy script is loaded"), Outcome{Step: "no_script"}
+		return decision.Text(req, http.StatusServiceUnavailable, "No policy script is loaded"), decision.Outcome{Step: "no_script"}
 	}
 	resp, out := s.handle(ctx, sc, in, req, h)
 	return releaseWithBody(resp, release), out
 }
 
-func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, h string) (*http.Response, Outcome) {
+func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, h string) (*http.Response, decision.Outcome) {
 	req = sanitize(ctx, req)
 	cls := sc.Policy.Class(in.Class())
 	if cls == nil {
@@ -175,7 +150,7 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 			Params:     d.Params,
 			Logger:     s.log, // console lines carry instance and class already
 		})
-		out := Outcome{Step: d.Step.String(), Handler: name, Err: err}
+		out := decision.Outcome{Step: d.Step.String(), Handler: name, Err: err}
 		switch {
 		case err == nil:
 			resp.Request = req
@@ -183,23 +158,17 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
 			// The sandbox hung up: nobody reads this answer, and counting
 			// it as a handler timeout would inflate the 504s.
-			return textResponse(req, StatusClientClosed, "Client closed request"), out
+			return decision.Text(req, decision.StatusClientClosed, "Client closed request"), out
 		case errors.Is(err, engine.ErrTimeout):
-			return textResponse(req, http.StatusGatewayTimeout, "Handler timed out"), out
+			return decision.Text(req, http.StatusGatewayTimeout, "Handler timed out"), out
 		default:
-			return textResponse(req, http.StatusInternalServerError, "Handler failed"), out
+			return decision.Text(req, http.StatusInternalServerError, "Handler failed"), out
 		}
 	default: // steps 7 and 8
 		resp, err := s.opts.Upstream.RoundTrip(req)
-		out := Outcome{Step: d.Step.String(), Err: err}
+		out := decision.Outcome{Step: d.Step.String(), Err: err}
 		if err != nil {
-			if errors.Is(ctx.Err(), context.Canceled) {
-				return textResponse(req, StatusClientClosed, "Client closed request"), out
-			}
-			if isTimeout(ctx, err) {
-				return textResponse(req, http.StatusGatewayTimeout, "Upstream timed out"), out
-			}
-			return textResponse(req, http.StatusBadGateway, "Upstream unreachable"), out
+			return decision.Failure(ctx, req, err), out
 		}
 		return resp, out
 	}
@@ -207,10 +176,10 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 
 // block answers a blocked request: the script's blocked hook if it has
 // one and it answers, else 520.
-func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, step chain.Step) (*http.Response, Outcome) {
-	out := Outcome{Step: step.String()}
+func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, step chain.Step) (*http.Response, decision.Outcome) {
+	out := decision.Outcome{Step: step.String()}
 	if sc.Info == nil || !sc.Info.HasBlocked {
-		return blockResponse(req), out
+		return decision.Blocked(req), out
 	}
 	out.Handler = "blocked"
 	resp, err := sc.Invoker.Invoke(ctx, engine.Call{
@@ -224,7 +193,7 @@ func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance,
 	})
 	if err != nil {
 		out.Err = fmt.Errorf("blocked hook: %w", err)
-		return blockResponse(req), out
+		return decision.Blocked(req), out
 	}
 	resp.Request = req
 	return resp, out
@@ -260,40 +229,6 @@ func sanitize(ctx context.Context, req *http.Request) *http.Request {
 	out.Header.Del("Proxy-Authorization")
 	out.Header.Del("Proxy-Connection")
 	return out
-}
-
-func isTimeout(ctx context.Context, err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-func textResponse(req *http.Request, status int, body string) *http.Response {
-	return &http.Response{
-		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
-		StatusCode:    status,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}
-}
-
-func blockResponse(req *http.Request) *http.Response {
-	r := textResponse(req, StatusBlocked, BlockedBody)
-	r.Status = "520 Origin is disallowed"
-	return r
-}
-
-func authResponse(req *http.Request) *http.Response {
-	r := textResponse(req, http.StatusProxyAuthRequired, "Proxy authentication required")
-	r.Header.Set("Proxy-Authenticate", `Basic realm="outbound"`)
-	return r
 }
 
 // releaseWithBody calls release when the response body is closed, so that

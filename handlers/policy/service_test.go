@@ -16,6 +16,7 @@ import (
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/handlers/chain"
 	"github.com/outbound-dev/outbound/handlers/instances"
+	"github.com/outbound-dev/outbound/internal/decision"
 	"github.com/outbound-dev/outbound/jsapi"
 )
 
@@ -79,7 +80,7 @@ func (f *fixture) instance(t *testing.T, id, class string) *instances.Instance {
 type result struct {
 	status int
 	body   string
-	out    Outcome
+	out    decision.Outcome
 }
 
 func (f *fixture) do(t *testing.T, ctx context.Context, in *instances.Instance, method, url string) result {
@@ -228,7 +229,7 @@ func TestServiceDefaultBlock(t *testing.T) {
 	in := f.instance(t, "sbx", "")
 	ctx := context.Background()
 	r := f.do(t, ctx, in, "GET", "http://other.test/")
-	if r.status != 520 || r.body != BlockedBody || r.out.Step != "not_allowed" {
+	if r.status != 520 || r.body != decision.BlockedBody || r.out.Step != "not_allowed" {
 		t.Fatalf("got %d %q %+v", r.status, r.body, r.out)
 	}
 	if r := f.do(t, ctx, in, "GET", "http://allowed.test/"); r.status != 200 || r.body != "ok" {
@@ -269,7 +270,7 @@ func TestServiceConnect(t *testing.T) {
 		if !r.Allow {
 			if r.Block == nil || r.Block.StatusCode != 520 {
 				t.Errorf("refused CONNECT without a 520: %+v", r.Block)
-			} else if b, _ := io.ReadAll(r.Block.Body); string(b) != BlockedBody {
+			} else if b, _ := io.ReadAll(r.Block.Body); string(b) != decision.BlockedBody {
 				t.Errorf("block body %q", b)
 			}
 		}
@@ -285,8 +286,8 @@ func TestServiceClientGone(t *testing.T) {
 	cancel()
 	for _, u := range []string{"http://byhost.test/", "http://forwarded.test/"} {
 		r := f.do(t, ctx, open, "GET", u)
-		if r.status != StatusClientClosed || r.out.Err == nil {
-			t.Errorf("%s: got %d (%v), want %d", u, r.status, r.out.Err, StatusClientClosed)
+		if r.status != decision.StatusClientClosed || r.out.Err == nil {
+			t.Errorf("%s: got %d (%v), want %d", u, r.status, r.out.Err, decision.StatusClientClosed)
 		}
 	}
 }

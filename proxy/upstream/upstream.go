@@ -16,7 +16,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -294,8 +293,8 @@ func Roots(pems ...[]byte) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// Kind classifies an upstream failure for metrics and for the status the
-// sandbox gets.
+// Kind classifies an upstream failure for metrics and logs. The status the
+// sandbox gets is decision.FailureStatus's.
 type Kind string
 
 // The kinds of upstream failure.
@@ -307,15 +306,6 @@ const (
 	KindTimeout Kind = "timeout" // dial, handshake or response header timeout
 	KindOther   Kind = "other"
 )
-
-// Status is the HTTP status the sandbox gets for this kind: 504 for a
-// timeout, 502 for everything else.
-func (k Kind) Status() int {
-	if k == KindTimeout {
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusBadGateway
-}
 
 // Classify names the kind of an upstream error.
 func Classify(err error) Kind {
@@ -348,22 +338,4 @@ func Classify(err error) Kind {
 		return KindTLS
 	}
 	return KindOther
-}
-
-// ErrorResponse is what the sandbox gets for an upstream failure: 504 for a
-// timeout, else 502, with a fixed body that carries no internal detail. The
-// error itself belongs in the log (Outcome.Err).
-func ErrorResponse(err error) *http.Response {
-	status := Classify(err).Status()
-	body := http.StatusText(status)
-	return &http.Response{
-		StatusCode:    status,
-		Status:        strconv.Itoa(status) + " " + body,
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-	}
 }
