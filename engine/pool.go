@@ -16,8 +16,9 @@ import (
 // DefaultTimeout is the wall-clock limit of one invocation.
 const DefaultTimeout = 30 * time.Second
 
-// ErrTimeout means the invocation hit its wall-clock limit or its context
-// ended first. The caller answers 504.
+// ErrTimeout means the invocation hit the pool's wall-clock limit. The caller
+// answers 504. An invocation whose context ends first returns that
+// context's error (context.Canceled when the caller hung up) instead.
 var ErrTimeout = errors.New("handler timed out")
 
 // ErrClosed is returned by Invoke after Close.
@@ -183,7 +184,7 @@ func (pl *Pool) Invoke(ctx context.Context, c Call) (*http.Response, error) {
 				pl.replace()
 			}
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: waiting for a runtime: %w", ErrTimeout, ctx.Err())
+			return nil, fmt.Errorf("waiting for a runtime: %w", ctx.Err())
 		case <-pl.closing:
 			return nil, ErrClosed
 		}
@@ -219,7 +220,7 @@ func (pl *Pool) invoke(ctx context.Context, iso *isolate, c *Call) (*http.Respon
 			// can be reused, and answer now.
 			pl.workers.Add(1)
 			go pl.drain(iso, seq)
-			return nil, fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
+			return nil, ctx.Err()
 		}
 	}
 }

@@ -195,12 +195,12 @@ func (r *Realm) bodyInit(v goja.Value) (body, string) {
 // cancel, and async iteration. JS cannot construct one; it only sees the
 // bodies of requests and responses.
 type stream struct {
-	hostObject
+	Expando
 	b *body
 }
 
 type streamReader struct {
-	hostObject
+	Expando
 	s        *stream
 	released bool
 	reading  bool

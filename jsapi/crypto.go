@@ -17,7 +17,7 @@ import (
 // cryptoKey is a CryptoKey. Only HMAC secret keys exist here; the key bytes
 // never become visible to JS unless the key is extractable and exported.
 type cryptoKey struct {
-	hostObject
+	Expando
 	hash        string // SHA-256, ...
 	secret      []byte
 	extractable bool

@@ -13,7 +13,7 @@ import (
 // response can go to and from Go without converting. Incoming requests and
 // fetched responses are immutable, as in Workers.
 type headers struct {
-	hostObject
+	Expando
 	h         http.Header
 	immutable bool
 	// shared means h is also referenced elsewhere (another Headers, or an

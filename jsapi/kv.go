@@ -16,7 +16,7 @@ const maxEnvCache = 8
 // kvBinding is a KV namespace as JS sees it. Every call runs on its own
 // goroutine (the store does I/O) and settles back on the loop.
 type kvBinding struct {
-	hostObject
+	Expando
 	kv   store.KV
 	name string
 }

@@ -343,21 +343,22 @@ func (r *Realm) constructor(name string, construct func(call goja.ConstructorCal
 	return ctor, proto
 }
 
-// hostObject is the expando storage shared by Go-backed objects: anything JS
-// sets on them lands here, while the Web API surface lives on the prototype.
-type hostObject struct {
+// Expando is the storage of properties that JS adds to a Go-backed object
+// (a goja.DynamicObject): the Web API objects here and the engine's ctx
+// embed it, while their own surface lives on a prototype or in Go.
+type Expando struct {
 	props map[string]goja.Value
 	order []string
 }
 
-func (h *hostObject) Get(key string) goja.Value {
+func (h *Expando) Get(key string) goja.Value {
 	if h.props == nil {
 		return nil
 	}
 	return h.props[key]
 }
 
-func (h *hostObject) Set(key string, val goja.Value) bool {
+func (h *Expando) Set(key string, val goja.Value) bool {
 	if h.props == nil {
 		h.props = make(map[string]goja.Value)
 	}
@@ -368,12 +369,12 @@ func (h *hostObject) Set(key string, val goja.Value) bool {
 	return true
 }
 
-func (h *hostObject) Has(key string) bool {
+func (h *Expando) Has(key string) bool {
 	_, ok := h.props[key]
 	return ok
 }
 
-func (h *hostObject) Delete(key string) bool {
+func (h *Expando) Delete(key string) bool {
 	if _, ok := h.props[key]; ok {
 		delete(h.props, key)
 		for i, k := range h.order {
@@ -386,7 +387,7 @@ func (h *hostObject) Delete(key string) bool {
 	return true
 }
 
-func (h *hostObject) Keys() []string { return h.order }
+func (h *Expando) Keys() []string { return h.order }
 
 // wrap returns a JS object backed by d with the given prototype.
 func (r *Realm) wrap(d goja.DynamicObject, proto *goja.Object) *goja.Object {

@@ -11,7 +11,7 @@ import (
 // request backs a JS Request. An incoming request wraps the Go request
 // without copying: its URL string and headers are made only if JS asks.
 type request struct {
-	hostObject
+	Expando
 	method   string
 	urlStr   string   // "" until needed when src is set
 	u        *url.URL // parsed URL; shared with src when unchanged
@@ -92,7 +92,7 @@ func (r *Realm) installRequest() {
 	r.method(proto, "clone", func(call goja.FunctionCall) goja.Value {
 		q := this(call)
 		c := *q
-		c.hostObject = hostObject{}
+		c.Expando = Expando{}
 		c.hdr = &headers{h: q.hdr.share(), immutable: q.hdr.immutable, shared: !q.hdr.immutable}
 		c.hdrObj = nil
 		c.body = r.cloneBody(&q.body)

@@ -16,7 +16,7 @@ import (
 // response, and if JS hands it back untouched, ToResponse returns that very
 // *http.Response: same headers, same Body, nothing copied.
 type response struct {
-	hostObject
+	Expando
 	status     int
 	statusText string
 	hdr        *headers
@@ -67,7 +67,7 @@ func (r *Realm) installResponse() {
 	r.method(proto, "clone", func(call goja.FunctionCall) goja.Value {
 		p := this(call)
 		c := *p
-		c.hostObject = hostObject{}
+		c.Expando = Expando{}
 		c.hdr = &headers{h: p.hdr.h.Clone(), immutable: p.hdr.immutable}
 		c.hdrObj = nil
 		c.goResp = nil
@@ -190,7 +190,7 @@ var ErrNotResponse = errors.New("handler did not return a Response")
 func (r *Realm) ToResponse(v goja.Value, req *http.Request) (*http.Response, error) {
 	p, ok := valueAs[*response](v)
 	if !ok {
-		return nil, fmt.Errorf("%w (got %s)", ErrNotResponse, describe(v))
+		return nil, fmt.Errorf("%w (got %s)", ErrNotResponse, Describe(v))
 	}
 	if p.body.used || p.body.locked {
 		return nil, errors.New("the returned Response's body has already been used")
@@ -236,7 +236,9 @@ func (p *response) text() string {
 	return http.StatusText(p.status)
 }
 
-func describe(v goja.Value) string {
+// Describe names a JS value's type for error messages: "undefined", "null",
+// "a function", "an array", "an object of type Foo", "a string", "a number"…
+func Describe(v goja.Value) string {
 	switch {
 	case v == nil || goja.IsUndefined(v):
 		return "undefined"
@@ -244,14 +246,26 @@ func describe(v goja.Value) string {
 		return "null"
 	}
 	if o, ok := v.(*goja.Object); ok {
-		if c := o.Get("constructor"); c != nil {
-			if co, ok := c.(*goja.Object); ok {
-				if n := co.Get("name"); n != nil && n.String() != "" {
-					return "an object of type " + n.String()
-				}
+		if _, fn := goja.AssertFunction(o); fn {
+			return "a function"
+		}
+		if o.ClassName() == "Array" {
+			return "an array"
+		}
+		if c, ok := o.Get("constructor").(*goja.Object); ok {
+			if n := c.Get("name"); n != nil && n.String() != "" {
+				return "an object of type " + n.String()
 			}
 		}
 		return "an object"
+	}
+	switch v.Export().(type) {
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case int64, float64:
+		return "a number"
 	}
 	return "a " + v.ExportType().String()
 }

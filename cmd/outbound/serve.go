@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/internal/app"
 )
 
@@ -40,7 +41,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.Var(&f.resolve, "resolve", "dial ADDR for HOST:PORT, as in curl: `HOST:PORT:ADDR` (repeatable)")
 	fs.Var(&f.connectTo, "connect-to", "dial ADDR:PORT2 for HOST:PORT; policy, SNI and certificate checks still use HOST: `HOST:PORT:ADDR:PORT2` (repeatable)")
 	fs.Var(&f.upstreamCA, "upstream-ca", "extra PEM roots trusted for upstream TLS, a `PATH` (repeatable)")
-	fs.DurationVar(&f.handlerTimeout, "handler-timeout", 30*time.Second, "wall-clock limit for one handler invocation")
+	fs.DurationVar(&f.handlerTimeout, "handler-timeout", engine.DefaultTimeout, "wall-clock limit for one handler invocation")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 }

@@ -159,7 +159,7 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 			// The sandbox hung up: nobody reads this answer, and counting
 			// it as a handler timeout would inflate the 504s.
 			return decision.Text(req, decision.StatusClientClosed, "Client closed request"), out
-		case errors.Is(err, engine.ErrTimeout):
+		case errors.Is(err, engine.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 			return decision.Text(req, http.StatusGatewayTimeout, "Handler timed out"), out
 		default:
 			return decision.Text(req, http.StatusInternalServerError, "Handler failed"), out

@@ -73,9 +73,6 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if cfg.Admin == "" {
 		cfg.Admin = "127.0.0.1:3129"
 	}
-	if cfg.HandlerTimeout <= 0 {
-		cfg.HandlerTimeout = 30 * time.Second
-	}
 	// The proxy fills in its own defaults; the admin listener shares them.
 	if cfg.ReadHeaderTimeout <= 0 {
 		cfg.ReadHeaderTimeout = proxy.DefaultReadHeaderTimeout
