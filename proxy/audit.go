@@ -31,19 +31,19 @@ const (
 // audit is the record of one request (or CONNECT tunnel) written as one log
 // line. It holds no header values and no credentials.
 type audit struct {
-	start    time.Time
-	id       string
-	instance Instance
-	method   string
-	scheme   string
-	host     string
-	port     int
-	path     string // without the query, which may carry secrets
-	step     string
-	handler  string
-	status   int
-	in, out  int64
-	err      error // Outcome.Err or a proxy-side failure; logged, never sent
+	start             time.Time
+	id                string
+	instance          Instance
+	method            string
+	scheme            string
+	host              string
+	port              int
+	path              string // without the query, which may carry secrets
+	step              string
+	handler           string
+	status            int
+	bytesIn, bytesOut int64
+	err               error // Outcome.Err or a proxy-side failure; logged, never sent
 }
 
 func (s *Server) logAudit(ctx context.Context, a *audit) {
@@ -71,8 +71,8 @@ func (s *Server) logAudit(ctx context.Context, a *audit) {
 		slog.String("step", a.step),
 		slog.String("handler", a.handler),
 		slog.Int("status", a.status),
-		slog.Int64("bytes_in", a.in),
-		slog.Int64("bytes_out", a.out),
+		slog.Int64("bytes_in", a.bytesIn),
+		slog.Int64("bytes_out", a.bytesOut),
 		slog.Duration("duration", time.Since(a.start)),
 	}
 	if a.err != nil {

@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/outbound-dev/outbound/internal/decision"
@@ -20,67 +18,6 @@ import (
 	"github.com/outbound-dev/outbound/proxy/har"
 	"github.com/outbound-dev/outbound/proxy/upstream"
 )
-
-type tunnelKey struct{}
-
-// tunnel is an open CONNECT tunnel (mode raw or intercept) or a relayed
-// WebSocket (mode ""). Shutdown and CloseInstance close conn.
-type tunnel struct {
-	s     *Server
-	inst  Instance
-	host  string
-	port  int
-	mode  string
-	conn  net.Conn // the sandbox side, as hijacked
-	a     *audit   // logged when the tunnel ends
-	in    atomic.Int64
-	out   atomic.Int64
-	ended sync.Once
-}
-
-// track registers t so Shutdown and CloseInstance can close it.
-func (s *Server) track(t *tunnel) {
-	t.s = s
-	s.mu.Lock()
-	s.tunnels[t] = struct{}{}
-	s.mu.Unlock()
-	if s.baseCtx.Err() != nil { // shutting down: do not outlive it
-		t.conn.Close()
-	}
-}
-
-// finish releases the tunnel once: its slot, its gauge and its log line.
-func (t *tunnel) finish() {
-	t.ended.Do(func() {
-		t.conn.Close()
-		t.s.mu.Lock()
-		delete(t.s.tunnels, t)
-		t.s.mu.Unlock()
-		if t.a != nil {
-			if n := t.in.Load(); n > 0 {
-				t.a.in = n
-			}
-			if n := t.out.Load(); n > 0 {
-				t.a.out = n
-			}
-			t.s.logAudit(context.Background(), t.a)
-		}
-		if t.mode != "" {
-			t.s.opts.Metrics.tunnel(t.mode, -1)
-			t.s.releaseSlot()
-		}
-	})
-}
-
-func (s *Server) acquireSlot() bool {
-	if s.tunnelSlots.Add(1) > int64(s.opts.MaxTunnels) {
-		s.tunnelSlots.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (s *Server) releaseSlot() { s.tunnelSlots.Add(-1) }
 
 // serveConnect authenticates a CONNECT, asks the Backend, and then refuses
 // it, intercepts it, or opens a raw tunnel.
@@ -158,7 +95,7 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance
 			authority = ca
 		}
 	}
-	t := &tunnel{inst: inst, host: h, port: port, mode: modeIntercept, a: a}
+	t := &relay{inst: inst, host: h, port: port, mode: modeIntercept, a: a}
 	if authority == nil {
 		s.releaseSlot()
 		a.status = http.StatusBadGateway
@@ -266,7 +203,7 @@ func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance
 		fail(http.StatusInternalServerError, "internal error", fmt.Errorf("hijack CONNECT: %w", err))
 		return
 	}
-	t := &tunnel{inst: inst, host: h, port: port, mode: modeRaw, conn: conn, a: a}
+	t := &relay{inst: inst, host: h, port: port, mode: modeRaw, conn: conn, a: a}
 	s.opts.Metrics.tunnel(modeRaw, 1)
 	s.track(t)
 	defer t.finish()
@@ -278,8 +215,8 @@ func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance
 		return
 	}
 	start := time.Now()
-	a.in, a.out = relay(conn, brw.Reader, up)
-	rec.Finish(&http.Response{StatusCode: http.StatusOK, Proto: r.Proto, Header: http.Header{}}, a.out, time.Since(start))
+	a.bytesIn, a.bytesOut = pipe(conn, brw.Reader, up)
+	rec.Finish(&http.Response{StatusCode: http.StatusOK, Proto: r.Proto, Header: http.Header{}}, a.bytesOut, time.Since(start))
 }
 
 // bufferedConn keeps bytes the client sent right behind its CONNECT (already
@@ -298,6 +235,7 @@ type prefixConn struct {
 	pre []byte
 }
 
+// countConn counts an intercepted tunnel's bytes on the wire.
 func (p *prefixConn) Read(b []byte) (int, error) {
 	if len(p.pre) > 0 {
 		n := copy(b, p.pre)
@@ -307,20 +245,19 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 	return p.Conn.Read(b)
 }
 
-// countConn counts an intercepted tunnel's bytes on the wire.
 type countConn struct {
 	net.Conn
-	t *tunnel
+	t *relay
 }
 
 func (c *countConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	c.t.in.Add(int64(n))
+	c.t.bytesIn.Add(int64(n))
 	return n, err
 }
 
 func (c *countConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	c.t.out.Add(int64(n))
+	c.t.bytesOut.Add(int64(n))
 	return n, err
 }

@@ -94,9 +94,9 @@ type Server struct {
 
 	tunnelSlots atomic.Int64
 	mu          sync.Mutex
-	tunnels     map[*tunnel]struct{} // open tunnels and hijacked relays
-	mitm        sync.Map             // *tls.Conn -> *tunnel, for the inner server
-	hijackWG    sync.WaitGroup       // goroutines relaying hijacked connections
+	relays      map[*relay]struct{} // open CONNECT tunnels and relayed WebSockets
+	mitm        sync.Map            // *tls.Conn -> *relay, for the inner server
+	hijackWG    sync.WaitGroup      // goroutines relaying hijacked connections
 
 	connRefusedLog atomic.Int64 // unix nanos of the last MaxConns log line
 
@@ -141,7 +141,7 @@ func New(opts Options) (*Server, error) {
 		guard:    opts.Guard,
 		baseCtx:  ctx,
 		cancel:   cancel,
-		tunnels:  make(map[*tunnel]struct{}),
+		relays:   make(map[*relay]struct{}),
 		idPrefix: hex.EncodeToString(prefix[:]),
 		innerLn:  newConnListener(),
 		authLimit: authlimit.New(authlimit.Options{
@@ -168,7 +168,7 @@ func New(opts Options) (*Server, error) {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if t, ok := s.mitm.Load(c); ok {
-				return context.WithValue(ctx, tunnelKey{}, t)
+				return context.WithValue(ctx, relayKey{}, t)
 			}
 			return ctx
 		},
@@ -176,7 +176,7 @@ func New(opts Options) (*Server, error) {
 			switch state {
 			case http.StateClosed:
 				if t, ok := s.mitm.LoadAndDelete(c); ok {
-					t.(*tunnel).finish()
+					t.(*relay).finish()
 				}
 			case http.StateHijacked: // the WebSocket relay now owns it and finishes the tunnel
 				s.mitm.Delete(c)
@@ -226,7 +226,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.innerLn.Close() // in case Serve was never called
 	s.cancel()
 	s.mu.Lock()
-	for t := range s.tunnels {
+	for t := range s.relays {
 		t.conn.Close()
 	}
 	s.mu.Unlock()
@@ -252,7 +252,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) CloseInstance(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for t := range s.tunnels {
+	for t := range s.relays {
 		if t.inst.ID() == id {
 			t.conn.Close()
 		}

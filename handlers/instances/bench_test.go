@@ -69,8 +69,8 @@ func BenchmarkDecideExact10k(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		in, _ := r.Get(id)
-		d := chain.Decide(pol.get().Class(in.Class()), in.Runtime(), h)
+		inst, _ := r.Get(id)
+		d := chain.Decide(pol.get().Class(inst.Class()), inst.Runtime(), h)
 		if d.Step != chain.StepByHost {
 			b.Fatal(d.Step)
 		}

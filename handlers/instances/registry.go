@@ -70,23 +70,23 @@ type state struct {
 }
 
 // ID returns the instance id.
-func (in *Instance) ID() string { return in.id }
+func (inst *Instance) ID() string { return inst.id }
 
 // Class returns the class the instance was created with.
-func (in *Instance) Class() string { return in.class }
+func (inst *Instance) Class() string { return inst.class }
 
 // Created returns when the instance was created.
-func (in *Instance) Created() time.Time { return in.created }
+func (inst *Instance) Created() time.Time { return inst.created }
 
 // Alive reports whether the instance has not been deleted.
-func (in *Instance) Alive() bool { return !in.gone.Load() }
+func (inst *Instance) Alive() bool { return !inst.gone.Load() }
 
 // Runtime returns the compiled overrides for one decision: one snapshot,
 // never torn by a concurrent method call.
-func (in *Instance) Runtime() *chain.Runtime { return in.state.Load().rt }
+func (inst *Instance) Runtime() *chain.Runtime { return inst.state.Load().rt }
 
 // Overrides returns a copy of the overrides as set.
-func (in *Instance) Overrides() chain.Overrides { return in.state.Load().ov.Clone() }
+func (inst *Instance) Overrides() chain.Overrides { return inst.state.Load().ov.Clone() }
 
 // Open creates a registry and restores the instances in opts.Store.
 func Open(ctx context.Context, opts Options) (*Registry, error) {
@@ -118,9 +118,9 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("restore instance %s: %w", rec.ID, err)
 		}
-		in := &Instance{id: rec.ID, class: rec.Class, tokenHash: rec.TokenHash, created: rec.Created}
-		in.state.Store(&state{ov: ov, rt: rt})
-		r.byID[rec.ID] = in
+		inst := &Instance{id: rec.ID, class: rec.Class, tokenHash: rec.TokenHash, created: rec.Created}
+		inst.state.Store(&state{ov: ov, rt: rt})
+		r.byID[rec.ID] = inst
 	}
 	return r, nil
 }
@@ -177,10 +177,10 @@ func (r *Registry) Create(ctx context.Context, id, class string) (*Instance, str
 		return nil, "", fmt.Errorf("%w: %s", ErrExists, id)
 	}
 	token := randomHex(32) // 256 bits
-	in := &Instance{id: id, class: class, tokenHash: sha256.Sum256([]byte(token)), created: r.opts.Now().UTC()}
-	in.state.Store(&state{rt: emptyRuntime})
+	inst := &Instance{id: id, class: class, tokenHash: sha256.Sum256([]byte(token)), created: r.opts.Now().UTC()}
+	inst.state.Store(&state{rt: emptyRuntime})
 	if r.opts.Store != nil {
-		err := r.opts.Store.CreateInstance(ctx, store.Instance{ID: id, Class: class, TokenHash: in.tokenHash, Created: in.created})
+		err := r.opts.Store.CreateInstance(ctx, store.Instance{ID: id, Class: class, TokenHash: inst.tokenHash, Created: inst.created})
 		if errors.Is(err, store.ErrExists) {
 			return nil, "", fmt.Errorf("%w: %s", ErrExists, id)
 		}
@@ -189,9 +189,9 @@ func (r *Registry) Create(ctx context.Context, id, class string) (*Instance, str
 		}
 	}
 	r.mu.Lock()
-	r.byID[id] = in
+	r.byID[id] = inst
 	r.mu.Unlock()
-	return in, token, nil
+	return inst, token, nil
 }
 
 func (r *Registry) exists(id string) bool {
@@ -205,18 +205,18 @@ func (r *Registry) exists(id string) bool {
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
-	in, ok := r.Get(id)
+	inst, ok := r.Get(id)
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	in.mu.Lock() // let an in-flight method call finish first
-	defer in.mu.Unlock()
+	inst.mu.Lock() // let an in-flight method call finish first
+	defer inst.mu.Unlock()
 	if r.opts.Store != nil {
 		if err := r.opts.Store.DeleteInstance(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 	}
-	in.gone.Store(true)
+	inst.gone.Store(true)
 	r.mu.Lock()
 	delete(r.byID, id)
 	r.mu.Unlock()
@@ -226,17 +226,17 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 // Get returns an instance by id.
 func (r *Registry) Get(id string) (*Instance, bool) {
 	r.mu.RLock()
-	in, ok := r.byID[id]
+	inst, ok := r.byID[id]
 	r.mu.RUnlock()
-	return in, ok
+	return inst, ok
 }
 
 // List returns every instance, in id order.
 func (r *Registry) List() []*Instance {
 	r.mu.RLock()
 	out := make([]*Instance, 0, len(r.byID))
-	for _, in := range r.byID {
-		out = append(out, in)
+	for _, inst := range r.byID {
+		out = append(out, inst)
 	}
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Instance) int {
@@ -262,33 +262,33 @@ func (r *Registry) Len() int {
 // against a random hash, so it takes the same path as a wrong token.
 func (r *Registry) Authenticate(id, token string) (*Instance, bool) {
 	sum := sha256.Sum256([]byte(token))
-	in, found := r.Get(id)
+	inst, found := r.Get(id)
 	want := &r.dummyHash
 	if found {
-		want = &in.tokenHash
+		want = &inst.tokenHash
 	}
 	match := subtle.ConstantTimeCompare(sum[:], want[:]) == 1
-	if !found || !match || in.gone.Load() {
+	if !found || !match || inst.gone.Load() {
 		return nil, false
 	}
-	return in, true
+	return inst, true
 }
 
 // update runs one method call: copy the overrides, apply fn, compile,
 // persist, publish. On any error nothing changes.
 func (r *Registry) update(ctx context.Context, id string, fn func(cls *chain.ClassPolicy, class string, o *chain.Overrides) error) (View, error) {
-	in, ok := r.Get(id)
+	inst, ok := r.Get(id)
 	if !ok {
 		return View{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.gone.Load() {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.gone.Load() {
 		return View{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	pol := r.opts.Policy()
-	next := in.state.Load().ov.Clone()
-	if err := fn(pol.Class(in.class), in.class, &next); err != nil {
+	next := inst.state.Load().ov.Clone()
+	if err := fn(pol.Class(inst.class), inst.class, &next); err != nil {
 		return View{}, err
 	}
 	rt, err := chain.CompileOverrides(next)
@@ -304,9 +304,9 @@ func (r *Registry) update(ctx context.Context, id string, fn func(cls *chain.Cla
 			return View{}, err
 		}
 	}
-	in.state.Store(&state{ov: next, rt: rt})
-	return viewOf(in, pol), nil
+	inst.state.Store(&state{ov: next, rt: rt})
+	return viewOf(inst, pol), nil
 }
 
 // View returns the instance view against the current script.
-func (r *Registry) View(in *Instance) View { return viewOf(in, r.opts.Policy()) }
+func (r *Registry) View(inst *Instance) View { return viewOf(inst, r.opts.Policy()) }

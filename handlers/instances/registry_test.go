@@ -79,12 +79,12 @@ func TestCreateDeleteAuthenticate(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t, openStore(t, t.TempDir()))
 
-	in, tok, err := r.Create(ctx, "sbx-1", "MySandbox")
+	inst, tok, err := r.Create(ctx, "sbx-1", "MySandbox")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tok) < 32 || in.ID() != "sbx-1" || in.Class() != "MySandbox" {
-		t.Fatalf("Create = %s %s %q", in.ID(), in.Class(), tok)
+	if len(tok) < 32 || inst.ID() != "sbx-1" || inst.Class() != "MySandbox" {
+		t.Fatalf("Create = %s %s %q", inst.ID(), inst.Class(), tok)
 	}
 	gen, tok2, err := r.Create(ctx, "", "Open")
 	if err != nil || !strings.HasPrefix(gen.ID(), "sbx-") || len(gen.ID()) < 12 || tok2 == tok {
@@ -110,7 +110,7 @@ func TestCreateDeleteAuthenticate(t *testing.T) {
 		}
 	}
 
-	if got, ok := r.Authenticate("sbx-1", tok); !ok || got != in {
+	if got, ok := r.Authenticate("sbx-1", tok); !ok || got != inst {
 		t.Fatal("right token refused")
 	}
 	for _, c := range [][2]string{{"sbx-1", tok2}, {"sbx-1", ""}, {"sbx-1", tok + "x"}, {"nobody", tok}, {"", ""}} {
@@ -127,7 +127,7 @@ func TestCreateDeleteAuthenticate(t *testing.T) {
 	if _, ok := r.Authenticate("sbx-1", tok); ok {
 		t.Fatal("deleted instance authenticates")
 	}
-	if in.Alive() {
+	if inst.Alive() {
 		t.Fatal("deleted instance handle is alive")
 	}
 	if err := r.Delete(ctx, "sbx-1"); !errors.Is(err, ErrNotFound) || Status(err) != 404 {
@@ -144,9 +144,9 @@ func TestCreateDeleteAuthenticate(t *testing.T) {
 
 func TestDefaultClass(t *testing.T) {
 	r, _ := newRegistry(t, nil, chain.ClassSpec{Name: "default"})
-	in, _, err := r.Create(context.Background(), "", "")
-	if err != nil || in.Class() != "default" {
-		t.Fatalf("%v %v", in, err)
+	inst, _, err := r.Create(context.Background(), "", "")
+	if err != nil || inst.Class() != "default" {
+		t.Fatalf("%v %v", inst, err)
 	}
 }
 
@@ -163,8 +163,8 @@ func viewJSON(t *testing.T, v View) string {
 func TestViewJSON(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t, nil)
-	in, _, _ := r.Create(ctx, "sbx-1", "MySandbox")
-	got := viewJSON(t, r.View(in))
+	inst, _, _ := r.Create(ctx, "sbx-1", "MySandbox")
+	got := viewJSON(t, r.View(inst))
 	want := `{"id":"sbx-1","class":"MySandbox","enableInternet":false,"interceptHttps":true,"allowedHosts":["github.com","*.npmjs.org"],"deniedHosts":null,"outboundHandler":null,"outboundByHost":{},"created":"2023-11-14T22:13:20Z","caPersisted":false}`
 	if got != want {
 		t.Fatalf("view\n got %s\nwant %s", got, want)
@@ -279,19 +279,19 @@ func TestRuntimeMethods(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			r, _ := newRegistry(t, nil)
-			in, _, err := r.Create(ctx, "sbx", tt.class)
+			inst, _, err := r.Create(ctx, "sbx", tt.class)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for i, s := range tt.steps {
-				before := viewJSON(t, r.View(in))
-				beforeRT := in.Runtime()
+				before := viewJSON(t, r.View(inst))
+				beforeRT := inst.Runtime()
 				v, err := r.Call(ctx, "sbx", s.method, raws(s.args...))
 				if s.err != nil {
 					if !errors.Is(err, s.err) || Status(err) != s.status || !strings.Contains(err.Error(), s.check) {
 						t.Fatalf("step %d %s%v: err %v (status %d), want %v (%d) containing %q", i, s.method, s.args, err, Status(err), s.err, s.status, s.check)
 					}
-					if after := viewJSON(t, r.View(in)); after != before || in.Runtime() != beforeRT {
+					if after := viewJSON(t, r.View(inst)); after != before || inst.Runtime() != beforeRT {
 						t.Fatalf("step %d: a failed call changed the instance:\n%s\n%s", i, before, after)
 					}
 					continue
@@ -302,7 +302,7 @@ func TestRuntimeMethods(t *testing.T) {
 				if got := viewJSON(t, v); !strings.Contains(got, s.check) {
 					t.Fatalf("step %d %s%v: view %s lacks %s", i, s.method, s.args, got, s.check)
 				}
-				if viewJSON(t, r.View(in)) != viewJSON(t, v) {
+				if viewJSON(t, r.View(inst)) != viewJSON(t, v) {
 					t.Fatalf("step %d: returned view differs from stored view", i)
 				}
 			}
@@ -325,9 +325,9 @@ func TestUnknownInstance(t *testing.T) {
 func TestOverridesDecide(t *testing.T) {
 	ctx := context.Background()
 	r, pol := newRegistry(t, nil)
-	in, _, _ := r.Create(ctx, "sbx", "MySandbox")
+	inst, _, _ := r.Create(ctx, "sbx", "MySandbox")
 	decide := func(h string) chain.Decision {
-		return chain.Decide(pol.get().Class(in.Class()), in.Runtime(), h)
+		return chain.Decide(pol.get().Class(inst.Class()), inst.Runtime(), h)
 	}
 	if d := decide("github.com"); d.Step != chain.StepByHost {
 		t.Fatalf("static: %v", d.Step)
@@ -349,7 +349,7 @@ func TestOverridesDecide(t *testing.T) {
 func TestStaleAfterReload(t *testing.T) {
 	ctx := context.Background()
 	r, pol := newRegistry(t, nil)
-	in, _, _ := r.Create(ctx, "sbx", "MySandbox")
+	inst, _, _ := r.Create(ctx, "sbx", "MySandbox")
 	if _, err := r.SetOutboundHandler(ctx, "sbx", "noHttp", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -361,18 +361,18 @@ func TestStaleAfterReload(t *testing.T) {
 	reloaded.Handlers = []string{"other"}
 	reloaded.HasOutbound = true
 	pol.set(t, reloaded)
-	v := r.View(in)
+	v := r.View(inst)
 	if len(v.Stale) != 2 || v.Stale[0].Method != "noHttp" || v.Stale[1].Host != "github.com" {
 		t.Fatalf("stale = %+v", v.Stale)
 	}
 	if !strings.Contains(viewJSON(t, v), `"stale":[{"override":"outboundHandler","method":"noHttp"},{"override":"outboundByHost","host":"github.com","method":"allowHosts"}]`) {
 		t.Fatalf("view JSON: %s", viewJSON(t, v))
 	}
-	d := chain.Decide(pol.get().Class("MySandbox"), in.Runtime(), "github.com")
+	d := chain.Decide(pol.get().Class("MySandbox"), inst.Runtime(), "github.com")
 	if d.Step != chain.StepByHost || d.StaleByHost != "allowHosts" {
 		t.Fatalf("stale by-host should fall through to static: %+v", d)
 	}
-	d = chain.Decide(pol.get().Class("MySandbox"), in.Runtime(), "x.npmjs.org")
+	d = chain.Decide(pol.get().Class("MySandbox"), inst.Runtime(), "x.npmjs.org")
 	if d.Step != chain.StepOutbound || d.StaleOutbound != "noHttp" {
 		t.Fatalf("stale catch-all should fall through to static outbound: %+v", d)
 	}
@@ -382,15 +382,15 @@ func TestStaleAfterReload(t *testing.T) {
 	}
 	// the handlers come back: the overrides work again
 	pol.set(t, sandboxClass)
-	if v := r.View(in); len(v.Stale) != 0 {
+	if v := r.View(inst); len(v.Stale) != 0 {
 		t.Fatalf("still stale: %+v", v.Stale)
 	}
-	if d := chain.Decide(pol.get().Class("MySandbox"), in.Runtime(), "github.com"); d.Step != chain.StepByHostRuntime || string(d.Params) != "1" {
+	if d := chain.Decide(pol.get().Class("MySandbox"), inst.Runtime(), "github.com"); d.Step != chain.StepByHostRuntime || string(d.Params) != "1" {
 		t.Fatalf("%+v", d)
 	}
 	// the class disappears entirely
 	pol.set(t, openClass)
-	if v := r.View(in); !v.ClassMissing {
+	if v := r.View(inst); !v.ClassMissing {
 		t.Fatal("class missing not flagged")
 	}
 	if _, err := r.SetOutboundHandler(ctx, "sbx", "h", nil); err == nil || err.Error() != "Outbound handler method 'h' not found in outboundHandlers for MySandbox" {
@@ -464,7 +464,7 @@ func TestPersistenceAcrossReopen(t *testing.T) {
 func TestConcurrentDecisions(t *testing.T) {
 	ctx := context.Background()
 	r, pol := newRegistry(t, openStore(t, t.TempDir()))
-	in, _, _ := r.Create(ctx, "sbx", "Open")
+	inst, _, _ := r.Create(ctx, "sbx", "Open")
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var decisions atomic.Int64
@@ -478,7 +478,7 @@ func TestConcurrentDecisions(t *testing.T) {
 					return
 				default:
 				}
-				rt := in.Runtime()
+				rt := inst.Runtime()
 				cls := pol.get().Class("Open")
 				a := chain.Decide(cls, rt, "a.com")
 				b := chain.Decide(cls, rt, "b.com")

@@ -130,10 +130,10 @@ func decodeOrderedObject(data []byte, fn func(key string, raw json.RawMessage) e
 	return nil
 }
 
-func viewOf(in *Instance, pol *chain.ScriptPolicy) View {
-	st := in.state.Load()
-	v := View{ID: in.id, Class: in.class, Created: in.created, OutboundByHost: ByHostView{}}
-	cls := pol.Class(in.class)
+func viewOf(inst *Instance, pol *chain.ScriptPolicy) View {
+	st := inst.state.Load()
+	v := View{ID: inst.id, Class: inst.class, Created: inst.created, OutboundByHost: ByHostView{}}
+	cls := pol.Class(inst.class)
 	if cls == nil {
 		v.ClassMissing = true
 	} else {

@@ -54,9 +54,9 @@ func TestFromReloader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, _ := svc.Authenticate("sbx", tok)
+	inst, _ := svc.Authenticate("sbx", tok)
 	req, _ := http.NewRequest("GET", "http://allowed.test/", nil)
-	resp, out := svc.Handle(ctx, in, req)
+	resp, out := svc.Handle(ctx, inst, req)
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(b) != "ok" || out.Step != "by_host" {
@@ -68,7 +68,7 @@ func TestFromReloader(t *testing.T) {
 		t.Fatal("reload with a bad pattern succeeded")
 	}
 	req, _ = http.NewRequest("GET", "http://allowed.test/", nil)
-	resp, out = svc.Handle(ctx, in, req)
+	resp, out = svc.Handle(ctx, inst, req)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || out.Step != "by_host" {
 		t.Fatalf("after a failed reload: %d %+v", resp.StatusCode, out)

@@ -82,8 +82,8 @@ func (s *Service) Authenticate(id, token string) (*instances.Instance, bool) {
 // Connect decides a CONNECT to a canonical host and port. A refused
 // CONNECT gets the default block response: the blocked hook is for
 // requests, and a tunnel has none yet.
-func (s *Service) Connect(ctx context.Context, in *instances.Instance, h string, port int) decision.Connect {
-	if !in.Alive() {
+func (s *Service) Connect(ctx context.Context, inst *instances.Instance, h string, port int) decision.Connect {
+	if !inst.Alive() {
 		return decision.Connect{Step: "unauthenticated", Block: decision.AuthRequired(nil)}
 	}
 	sc, release := s.opts.Scripts.Acquire()
@@ -91,12 +91,12 @@ func (s *Service) Connect(ctx context.Context, in *instances.Instance, h string,
 	if sc == nil {
 		return decision.Connect{Step: "no_script", Block: decision.Text(nil, http.StatusServiceUnavailable, "No policy script is loaded")}
 	}
-	cls := sc.Policy.Class(in.Class())
+	cls := sc.Policy.Class(inst.Class())
 	if cls == nil {
-		s.log.Warn("instance class not in the script; blocking", "instance", in.ID(), "class", in.Class())
+		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
 		return decision.Connect{Step: chain.StepDefaultDeny.String(), Block: decision.Blocked(nil)}
 	}
-	d := chain.ConnectDecide(cls, in.Runtime(), h, port)
+	d := chain.ConnectDecide(cls, inst.Runtime(), h, port)
 	r := decision.Connect{Allow: d.Allow, Intercept: d.Intercept, Step: d.Step.String()}
 	if !d.Allow {
 		r.Block = decision.Blocked(nil)
@@ -108,8 +108,8 @@ func (s *Service) Connect(ctx context.Context, in *instances.Instance, h string,
 // response: blocks are 520 (or the script's blocked hook), handler errors
 // 500, handler timeouts 504, upstream failures 502 and upstream timeouts
 // 504. No body carries error text.
-func (s *Service) Handle(ctx context.Context, in *instances.Instance, req *http.Request) (*http.Response, decision.Outcome) {
-	if !in.Alive() {
+func (s *Service) Handle(ctx context.Context, inst *instances.Instance, req *http.Request) (*http.Response, decision.Outcome) {
+	if !inst.Alive() {
 		return decision.AuthRequired(req), decision.Outcome{Step: "unauthenticated"}
 	}
 	h, err := requestHost(req)
@@ -121,32 +121,32 @@ func (s *Service) Handle(ctx context.Context, in *instances.Instance, req *http.
 		release()
 		return decision.Text(req, http.StatusServiceUnavailable, "No policy script is loaded"), decision.Outcome{Step: "no_script"}
 	}
-	resp, out := s.handle(ctx, sc, in, req, h)
+	resp, out := s.handle(ctx, sc, inst, req, h)
 	return releaseWithBody(resp, release), out
 }
 
-func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, h string) (*http.Response, decision.Outcome) {
+func (s *Service) handle(ctx context.Context, sc *Script, inst *instances.Instance, req *http.Request, h string) (*http.Response, decision.Outcome) {
 	req = sanitize(ctx, req)
-	cls := sc.Policy.Class(in.Class())
+	cls := sc.Policy.Class(inst.Class())
 	if cls == nil {
-		s.log.Warn("instance class not in the script; blocking", "instance", in.ID(), "class", in.Class())
-		return s.block(ctx, sc, in, req, chain.StepDefaultDeny)
+		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
+		return s.block(ctx, sc, inst, req, chain.StepDefaultDeny)
 	}
-	d := chain.Decide(cls, in.Runtime(), h)
+	d := chain.Decide(cls, inst.Runtime(), h)
 	if d.StaleByHost != "" || d.StaleOutbound != "" {
-		s.log.Debug("skipped runtime overrides naming missing handlers", "instance", in.ID(), "byHost", d.StaleByHost, "outbound", d.StaleOutbound)
+		s.log.Debug("skipped runtime overrides naming missing handlers", "instance", inst.ID(), "byHost", d.StaleByHost, "outbound", d.StaleOutbound)
 	}
 	switch {
 	case d.Step.Blocks():
-		return s.block(ctx, sc, in, req, d.Step)
+		return s.block(ctx, sc, inst, req, d.Step)
 	case d.Step.RunsHandler():
 		name := d.Handler.String()
 		resp, err := sc.Invoker.Invoke(ctx, engine.Call{
-			Class:      in.Class(),
+			Class:      inst.Class(),
 			Handler:    d.Handler,
 			Request:    req,
 			Env:        s.opts.Env(),
-			InstanceID: in.ID(),
+			InstanceID: inst.ID(),
 			Params:     d.Params,
 			Logger:     s.log, // console lines carry instance and class already
 		})
@@ -176,18 +176,18 @@ func (s *Service) handle(ctx context.Context, sc *Script, in *instances.Instance
 
 // block answers a blocked request: the script's blocked hook if it has
 // one and it answers, else 520.
-func (s *Service) block(ctx context.Context, sc *Script, in *instances.Instance, req *http.Request, step chain.Step) (*http.Response, decision.Outcome) {
+func (s *Service) block(ctx context.Context, sc *Script, inst *instances.Instance, req *http.Request, step chain.Step) (*http.Response, decision.Outcome) {
 	out := decision.Outcome{Step: step.String()}
 	if sc.Info == nil || !sc.Info.HasBlocked {
 		return decision.Blocked(req), out
 	}
 	out.Handler = "blocked"
 	resp, err := sc.Invoker.Invoke(ctx, engine.Call{
-		Class:      in.Class(),
+		Class:      inst.Class(),
 		Handler:    chain.HandlerRef{Kind: chain.HandlerBlocked},
 		Request:    req,
 		Env:        s.opts.Env(),
-		InstanceID: in.ID(),
+		InstanceID: inst.ID(),
 		Reason:     step.String(),
 		Logger:     s.log,
 	})

@@ -70,11 +70,11 @@ func (f *fixture) instance(t *testing.T, id, class string) *instances.Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, ok := f.svc.Authenticate(id, tok)
+	inst, ok := f.svc.Authenticate(id, tok)
 	if !ok {
 		t.Fatal("fresh token refused")
 	}
-	return in
+	return inst
 }
 
 type result struct {
@@ -83,14 +83,14 @@ type result struct {
 	out    decision.Outcome
 }
 
-func (f *fixture) do(t *testing.T, ctx context.Context, in *instances.Instance, method, url string) result {
+func (f *fixture) do(t *testing.T, ctx context.Context, inst *instances.Instance, method, url string) result {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0LXRva2Vu")
-	resp, out := f.svc.Handle(ctx, in, req)
+	resp, out := f.svc.Handle(ctx, inst, req)
 	if resp == nil {
 		t.Fatalf("%s %s: nil response", method, url)
 	}
@@ -124,7 +124,7 @@ func TestServiceHandle(t *testing.T) {
 
 	tests := []struct {
 		name     string
-		in       *instances.Instance
+		inst     *instances.Instance
 		url      string
 		status   int
 		body     string // substring
@@ -146,7 +146,7 @@ func TestServiceHandle(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := f.do(t, ctx, tt.in, "GET", tt.url)
+			r := f.do(t, ctx, tt.inst, "GET", tt.url)
 			if r.status != tt.status || !strings.Contains(r.body, tt.body) || r.out.Step != tt.step {
 				t.Fatalf("got %d %q step %q (err %v), want %d %q step %q", r.status, r.body, r.out.Step, r.out.Err, tt.status, tt.body, tt.step)
 			}
@@ -208,9 +208,9 @@ func TestServiceHandle(t *testing.T) {
 	})
 
 	t.Run("deleted instance", func(t *testing.T) {
-		in := f.instance(t, "sbx-gone", "Open")
+		inst := f.instance(t, "sbx-gone", "Open")
 		f.reg.Delete(ctx, "sbx-gone")
-		if r := f.do(t, ctx, in, "GET", "http://byhost.test/"); r.status != 407 {
+		if r := f.do(t, ctx, inst, "GET", "http://byhost.test/"); r.status != 407 {
 			t.Fatalf("got %d", r.status)
 		}
 	})
@@ -226,18 +226,18 @@ func TestServiceHandle(t *testing.T) {
 
 func TestServiceDefaultBlock(t *testing.T) {
 	f := newFixture(t, "noblock.js")
-	in := f.instance(t, "sbx", "")
+	inst := f.instance(t, "sbx", "")
 	ctx := context.Background()
-	r := f.do(t, ctx, in, "GET", "http://other.test/")
+	r := f.do(t, ctx, inst, "GET", "http://other.test/")
 	if r.status != 520 || r.body != decision.BlockedBody || r.out.Step != "not_allowed" {
 		t.Fatalf("got %d %q %+v", r.status, r.body, r.out)
 	}
-	if r := f.do(t, ctx, in, "GET", "http://allowed.test/"); r.status != 200 || r.body != "ok" {
+	if r := f.do(t, ctx, inst, "GET", "http://allowed.test/"); r.status != 200 || r.body != "ok" {
 		t.Fatalf("got %d %q", r.status, r.body)
 	}
 	// empty allowedHosts at runtime blocks everything, handlers included
 	f.reg.SetAllowedHosts(ctx, "sbx", []string{})
-	if r := f.do(t, ctx, in, "GET", "http://allowed.test/"); r.status != 520 || r.out.Step != "not_allowed" {
+	if r := f.do(t, ctx, inst, "GET", "http://allowed.test/"); r.status != 520 || r.out.Step != "not_allowed" {
 		t.Fatalf("got %d %+v", r.status, r.out)
 	}
 }
@@ -248,7 +248,7 @@ func TestServiceConnect(t *testing.T) {
 	closed := f.instance(t, "sbx-closed", "Closed")
 	ctx := context.Background()
 	tests := []struct {
-		in               *instances.Instance
+		inst             *instances.Instance
 		host             string
 		port             int
 		allow, intercept bool
@@ -263,9 +263,9 @@ func TestServiceConnect(t *testing.T) {
 		{closed, "other.test", 443, false, false, "not_allowed"},
 	}
 	for _, tt := range tests {
-		r := f.svc.Connect(ctx, tt.in, tt.host, tt.port)
+		r := f.svc.Connect(ctx, tt.inst, tt.host, tt.port)
 		if r.Allow != tt.allow || r.Intercept != tt.intercept || r.Step != tt.step {
-			t.Errorf("CONNECT %s %s:%d = %+v, want allow %v intercept %v step %s", tt.in.ID(), tt.host, tt.port, r, tt.allow, tt.intercept, tt.step)
+			t.Errorf("CONNECT %s %s:%d = %+v, want allow %v intercept %v step %s", tt.inst.ID(), tt.host, tt.port, r, tt.allow, tt.intercept, tt.step)
 		}
 		if !r.Allow {
 			if r.Block == nil || r.Block.StatusCode != 520 {

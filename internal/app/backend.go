@@ -17,11 +17,11 @@ import (
 type backend struct{ svc *policy.Service }
 
 func (b backend) Authenticate(id, token string) (proxy.Instance, bool) {
-	in, ok := b.svc.Authenticate(id, token)
+	inst, ok := b.svc.Authenticate(id, token)
 	if !ok {
 		return nil, false
 	}
-	return in, true
+	return inst, true
 }
 
 func (b backend) Connect(ctx context.Context, inst proxy.Instance, host string, port int) decision.Connect {

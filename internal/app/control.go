@@ -80,43 +80,43 @@ func (b *controlBackend) CreateInstance(ctx context.Context, id, class string) (
 // CreateInstance creates an instance and its CA. The token appears only in
 // the returned proxy URL.
 func (s *App) CreateInstance(ctx context.Context, id, class string) (control.Created, error) {
-	in, token, err := s.registry.Create(ctx, id, class)
+	inst, token, err := s.registry.Create(ctx, id, class)
 	if err != nil {
 		return control.Created{}, apiError(err)
 	}
-	authority, err := s.cas.Add(in.ID())
+	authority, err := s.cas.Add(inst.ID())
 	if err != nil {
-		s.registry.Delete(ctx, in.ID())
-		return control.Created{}, fmt.Errorf("CA for instance %q: %w", in.ID(), err)
+		s.registry.Delete(ctx, inst.ID())
+		return control.Created{}, fmt.Errorf("CA for instance %q: %w", inst.ID(), err)
 	}
-	u := url.URL{Scheme: "http", User: url.UserPassword(in.ID(), token), Host: s.ProxyAddr().String()}
-	s.log.Info("instance created", "instance", in.ID(), "class", in.Class())
-	return control.Created{ID: in.ID(), Class: in.Class(), ProxyURL: u.String(), CAPEM: string(authority.CertPEM())}, nil
+	u := url.URL{Scheme: "http", User: url.UserPassword(inst.ID(), token), Host: s.ProxyAddr().String()}
+	s.log.Info("instance created", "instance", inst.ID(), "class", inst.Class())
+	return control.Created{ID: inst.ID(), Class: inst.Class(), ProxyURL: u.String(), CAPEM: string(authority.CertPEM())}, nil
 }
 
 func (b *controlBackend) ListInstances() []any {
 	list := b.s.registry.List()
 	out := make([]any, 0, len(list))
-	for _, in := range list {
-		out = append(out, b.s.registry.View(in))
+	for _, inst := range list {
+		out = append(out, b.s.registry.View(inst))
 	}
 	return out
 }
 
 func (b *controlBackend) instance(id string) (*instances.Instance, error) {
-	in, ok := b.s.registry.Get(id)
+	inst, ok := b.s.registry.Get(id)
 	if !ok {
 		return nil, &control.Error{Status: 404, Msg: fmt.Sprintf("no instance %q", id)}
 	}
-	return in, nil
+	return inst, nil
 }
 
 func (b *controlBackend) GetInstance(id string) (any, error) {
-	in, err := b.instance(id)
+	inst, err := b.instance(id)
 	if err != nil {
 		return nil, err
 	}
-	return b.s.registry.View(in), nil
+	return b.s.registry.View(inst), nil
 }
 
 // DeleteInstance removes the instance, its token, its CA key, its trace and

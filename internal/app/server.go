@@ -154,9 +154,9 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		return nil, err
 	}
 	// CAs are not persisted: restored instances get a fresh one.
-	for _, in := range s.registry.List() {
-		if _, err := s.cas.Add(in.ID()); err != nil {
-			return nil, fmt.Errorf("CA for instance %q: %w", in.ID(), err)
+	for _, inst := range s.registry.List() {
+		if _, err := s.cas.Add(inst.ID()); err != nil {
+			return nil, fmt.Errorf("CA for instance %q: %w", inst.ID(), err)
 		}
 	}
 

@@ -116,16 +116,16 @@ func (s *Bolt) Instances(ctx context.Context) ([]store.Instance, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("instance %q: %w", k, err)
 			}
-			in := store.Instance{ID: r.ID, Class: r.Class, Created: r.Created}
+			inst := store.Instance{ID: r.ID, Class: r.Class, Created: r.Created}
 			h, err := hex.DecodeString(r.TokenHash)
-			if err != nil || len(h) != len(in.TokenHash) {
+			if err != nil || len(h) != len(inst.TokenHash) {
 				return fmt.Errorf("instance %q: bad token hash", k)
 			}
-			copy(in.TokenHash[:], h)
+			copy(inst.TokenHash[:], h)
 			if o := ov.Get(k); o != nil {
-				in.Overrides = bytes.Clone(o)
+				inst.Overrides = bytes.Clone(o)
 			}
-			out = append(out, in)
+			out = append(out, inst)
 			return nil
 		})
 	})
@@ -136,32 +136,32 @@ func (s *Bolt) Instances(ctx context.Context) ([]store.Instance, error) {
 }
 
 // CreateInstance implements store.Store.
-func (s *Bolt) CreateInstance(ctx context.Context, in store.Instance) error {
+func (s *Bolt) CreateInstance(ctx context.Context, inst store.Instance) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	rec, err := json.Marshal(instanceRecord{ID: in.ID, Class: in.Class, TokenHash: hex.EncodeToString(in.TokenHash[:]), Created: in.Created.UTC()})
+	rec, err := json.Marshal(instanceRecord{ID: inst.ID, Class: inst.Class, TokenHash: hex.EncodeToString(inst.TokenHash[:]), Created: inst.Created.UTC()})
 	if err != nil {
 		return err
 	}
-	ov := in.Overrides
+	ov := inst.Overrides
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketInstances)
-		if b.Get([]byte(in.ID)) != nil {
-			return fmt.Errorf("%w: %s", store.ErrExists, in.ID)
+		if b.Get([]byte(inst.ID)) != nil {
+			return fmt.Errorf("%w: %s", store.ErrExists, inst.ID)
 		}
-		if err := b.Put([]byte(in.ID), rec); err != nil {
+		if err := b.Put([]byte(inst.ID), rec); err != nil {
 			return err
 		}
 		if len(ov) > 0 {
-			return tx.Bucket(bucketOverrides).Put([]byte(in.ID), ov)
+			return tx.Bucket(bucketOverrides).Put([]byte(inst.ID), ov)
 		}
-		return tx.Bucket(bucketOverrides).Delete([]byte(in.ID))
+		return tx.Bucket(bucketOverrides).Delete([]byte(inst.ID))
 	})
 	if err != nil {
-		return fmt.Errorf("create instance %s: %w", in.ID, err)
+		return fmt.Errorf("create instance %s: %w", inst.ID, err)
 	}
-	s.notify(store.Change{Kind: store.InstanceCreated, ID: in.ID})
+	s.notify(store.Change{Kind: store.InstanceCreated, ID: inst.ID})
 	return nil
 }
 

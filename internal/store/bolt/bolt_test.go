@@ -175,8 +175,8 @@ func TestCrash(t *testing.T) {
 		t.Fatalf("reading a crashed store: %v", err)
 	}
 	have := map[string]store.Instance{}
-	for _, in := range ins {
-		have[in.ID] = in
+	for _, inst := range ins {
+		have[inst.ID] = inst
 	}
 	for _, id := range acked["instance"] {
 		if _, ok := have[id]; !ok {

@@ -41,8 +41,8 @@ func testInstances(t *testing.T, b Backend) {
 	created := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
 	a := store.Instance{ID: "sbx-a", Class: "A", Created: created, TokenHash: [32]byte{1, 2, 3}}
 	bb := store.Instance{ID: "sbx-b", Class: "B", Created: created, TokenHash: [32]byte{9}}
-	for _, in := range []store.Instance{a, bb} {
-		if err := s.CreateInstance(ctx, in); err != nil {
+	for _, inst := range []store.Instance{a, bb} {
+		if err := s.CreateInstance(ctx, inst); err != nil {
 			t.Fatal(err)
 		}
 	}
