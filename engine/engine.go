@@ -1,7 +1,8 @@
-// Package engine owns the policy script: bundling TS/JS with esbuild,
-// compiling it once, extracting each class's static config, the pool of goja
-// isolates that run handlers, and script generations with hot reload. It
-// knows nothing of policy order or sockets.
+// Package engine owns running the policy script: bundling TS/JS with
+// esbuild, compiling it once, reading each class's spec (chain.ClassSpec),
+// and the pool of goja isolates that invoke handlers. Script generations and
+// hot reload are engine/reload's. It knows nothing of policy order or
+// sockets.
 package engine
 
 import (

@@ -1,4 +1,4 @@
-// Command outbound-bench is the load harness of issue 8: it runs outbound
+// Command outbound-bench is the load harness behind `make bench`: it runs outbound
 // side by side with a bare Go forwarding proxy and (when installed) mitmdump,
 // drives them all with one closed-loop load generator, and reports ratios
 // measured in the same run, because this machine is shared and noisy.

@@ -8,13 +8,11 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"sync"
 	"time"
 
 	"github.com/outbound-dev/outbound/internal/app"
+	"github.com/outbound-dev/outbound/internal/serveproc"
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
 
@@ -85,44 +83,18 @@ func startOutbound(ctx context.Context, bin, dir, script, logLevel string, up *U
 	if err != nil {
 		return nil, err
 	}
-	// The listeners are given free ports rather than :0 because the only
-	// place outbound reports :0's choice is its info log, and at info it
-	// also writes an audit line per request, which the other proxies do not.
-	pp, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	ap, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	o := &outboundProc{Script: f.script,
-		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(pp)), Admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(ap))}
-	cmd := exec.Command(bin, "serve",
-		"--script", f.script, "--env-file", f.env,
-		"--listen", o.Addr, "--admin", o.Admin,
-		"--state", f.state,
+	p, err := serveproc.Start(ctx, serveproc.Options{Bin: bin, LogPath: f.log, Args: []string{
+		"--script", f.script, "--env-file", f.env, "--state", f.state,
 		"--allow-private", // the upstream is on loopback
 		"--upstream-ca", f.upstreamCA,
 		"--connect-to", connectTo(up),
-		"--log-format", "json", "--log-level", logLevel)
-	logf, err := os.Create(f.log)
+		"--log-format", "json", "--log-level", logLevel,
+	}})
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("outbound: start %s: %w", bin, err)
-	}
-	c := newChild("outbound", cmd, nil)
-	o.pid, o.exited, o.stop = cmd.Process.Pid, c.done, c.Stop
-	o.api = client.New("http://"+o.Admin, "")
-	if err := o.waitReady(ctx); err != nil {
-		o.Stop()
-		return nil, fmt.Errorf("outbound (log in %s): %w", f.log, err)
-	}
-	return o, nil
+	return &outboundProc{Script: f.script, Addr: p.Listen, Admin: p.Admin, pid: p.PID(), exited: p.Exited(),
+		stop: func() { p.Stop() }, api: p.API}, nil
 }
 
 // startOutboundInProcess runs the same server inside the harness.
@@ -158,31 +130,11 @@ func startOutboundInProcess(ctx context.Context, dir, script, logLevel string, u
 	o := &outboundProc{Script: f.script, Addr: srv.ProxyAddr().String(), Admin: srv.AdminAddr().String(),
 		pid: os.Getpid(), exited: done, stop: func() { cancel(); <-done }}
 	o.api = client.New("http://"+o.Admin, "")
-	if err := o.waitReady(ctx); err != nil {
+	if err := serveproc.WaitReady(ctx, o.api, o.exited, 30*time.Second); err != nil {
 		o.Stop()
 		return nil, err
 	}
 	return o, nil
-}
-
-// waitReady polls GET /v1/status until it answers, as the spec defines
-// readiness.
-func (o *outboundProc) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		_, err := o.api.Status(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-o.exited:
-			return fmt.Errorf("exited before it was ready: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("not ready after 30s: %w", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // NewInstance creates an instance and returns its proxy URL and CA.
@@ -205,29 +157,14 @@ func (o *outboundProc) NewInstance(ctx context.Context, id string) (*url.URL, *x
 // NewInstances creates n instances named prefix-0 … prefix-(n-1), a few
 // at a time, and returns their proxy URLs in order.
 func (o *outboundProc) NewInstances(ctx context.Context, prefix string, n int) ([]*url.URL, error) {
+	created, err := serveproc.CreateInstances(ctx, o.api, prefix, n)
+	if err != nil {
+		return nil, fmt.Errorf("outbound: %w", err)
+	}
 	urls := make([]*url.URL, n)
-	errs := make([]error, n)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for i := range next {
-				c, err := o.api.Create(ctx, prefix+"-"+strconv.Itoa(i), "")
-				if err == nil {
-					urls[i], err = url.Parse(c.ProxyURL)
-				}
-				errs[i] = err
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			return nil, fmt.Errorf("outbound: creating instance %s-%d: %w", prefix, i, err)
+	for i, c := range created {
+		if urls[i], err = url.Parse(c.ProxyURL); err != nil {
+			return nil, fmt.Errorf("outbound: instance %s: bad proxy_url: %w", c.ID, err)
 		}
 	}
 	return urls, nil

@@ -1,4 +1,4 @@
-// Command outbound-soak is the soak test of issue 7 (`make soak`, not in
+// Command outbound-soak is the soak test behind `make soak` (not in
 // CI): it runs `outbound serve` as a child process with many instances, and
 // drives it with many concurrent keep-alive clients for a long time, mixing
 // plain HTTP through a header-injecting JS handler, HTTPS through MITM (over
@@ -184,7 +184,7 @@ func run(ctx context.Context, opts options) (bool, error) {
 	go func() {
 		select {
 		case <-p.Exited():
-			cancelRun(fmt.Errorf("outbound exited during the soak (%v); see %s", p.exit, p.LogPath))
+			cancelRun(fmt.Errorf("outbound exited during the soak (%v); see %s", p.ExitErr(), p.LogPath))
 		case <-ctx.Done():
 		}
 	}()

@@ -11,33 +11,25 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
-	"sync"
-	"syscall"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/serveproc"
 	"github.com/outbound-dev/outbound/proxy/control"
-	"github.com/outbound-dev/outbound/proxy/control/client"
 )
 
 // proc is `outbound serve` running as a child process: its goroutines and
 // heap are then its own, read from its /metrics, and the soak's load
 // generator garbage is not collected on its time.
 type proc struct {
-	Listen, Admin string
-	Script        string // the policy script, rewritten on every reload
-	LogPath       string
-	src           []byte // the script as shipped, with VERSION "0"
-
-	cmd    *exec.Cmd
-	done   chan struct{}
-	exit   error
-	api    *client.Client
-	scrape *http.Client
+	*serveproc.Proc
+	Script  string // the policy script, rewritten on every reload
+	LogPath string
+	src     []byte // the script as shipped, with VERSION "0"
+	scrape  *http.Client
 }
 
 // startProc writes the script, env file and upstream CA into dir and starts
@@ -51,99 +43,22 @@ func startProc(ctx context.Context, bin, dir, script string, up *Upstream, token
 		return nil, fmt.Errorf("%s: %w", script, err)
 	}
 	p := &proc{Script: filepath.Join(dir, "policy.js"), LogPath: filepath.Join(dir, "outbound.log"), src: src,
-		done: make(chan struct{}), scrape: &http.Client{Timeout: 10 * time.Second}}
+		scrape: &http.Client{Timeout: 10 * time.Second}}
 	env, caFile := filepath.Join(dir, ".dev.vars"), filepath.Join(dir, "upstream-ca.pem")
 	for name, b := range map[string][]byte{p.Script: src, env: []byte("SOAK_TOKEN=" + token + "\n"), caFile: up.CAPEM} {
 		if err := os.WriteFile(name, b, 0o600); err != nil {
 			return nil, err
 		}
 	}
-	// outbound only reports the ports it chose for :0 in its info log, which
-	// also carries an audit line per request; free ports are simpler.
-	if p.Listen, err = freeAddr(); err != nil {
-		return nil, err
-	}
-	if p.Admin, err = freeAddr(); err != nil {
-		return nil, err
-	}
-	args := []string{"serve", "--script", p.Script, "--env-file", env,
-		"--listen", p.Listen, "--admin", p.Admin, "--state", filepath.Join(dir, "state"),
+	args := []string{"--script", p.Script, "--env-file", env, "--state", filepath.Join(dir, "state"),
 		"--upstream-ca", caFile, "--log-format", "json", "--log-level", logLevel}
 	for _, c := range up.ConnectTo() {
 		args = append(args, "--connect-to", c)
 	}
-	logf, err := os.Create(p.LogPath)
-	if err != nil {
+	if p.Proc, err = serveproc.Start(ctx, serveproc.Options{Bin: bin, Args: args, LogPath: p.LogPath}); err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	// If the soak dies, so does the proxy: the soak must stop by itself.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	go func() {
-		p.exit = p.cmd.Wait()
-		close(p.done)
-	}()
-	p.api = client.New("http://"+p.Admin, "")
-	if err := p.waitReady(ctx); err != nil {
-		p.Stop()
-		return nil, fmt.Errorf("outbound (log in %s): %w", p.LogPath, err)
-	}
 	return p, nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// waitReady polls GET /v1/status, the spec's readiness check.
-func (p *proc) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for {
-		_, err := p.api.Status(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("exited before it was ready (%v): %w", p.exit, err)
-		case <-ctx.Done():
-			return fmt.Errorf("not ready after 30s: %w", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// Exited is closed when the child has exited.
-func (p *proc) Exited() <-chan struct{} { return p.done }
-
-// Stop sends SIGTERM and waits up to 15 s for a clean exit, then kills.
-// It returns the exit error, or one saying the child had to be killed.
-func (p *proc) Stop() error {
-	select {
-	case <-p.done:
-		return p.exit
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.exit
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("outbound did not exit within 15s of SIGTERM; killed")
-	}
 }
 
 // Instance is one sandbox: its proxy URL (with token) and CA.
@@ -155,36 +70,21 @@ type Instance struct {
 
 // CreateInstances creates soak-0 … soak-(n-1), eight at a time.
 func (p *proc) CreateInstances(ctx context.Context, n int) ([]Instance, error) {
+	created, err := serveproc.CreateInstances(ctx, p.API, "soak", n)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Instance, n)
-	errs := make([]error, n)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for i := range next {
-				out[i], errs[i] = p.create(ctx, "soak-"+strconv.Itoa(i))
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
+	for i, c := range created {
+		if out[i], err = instanceOf(c); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func (p *proc) create(ctx context.Context, id string) (Instance, error) {
-	var c control.Created
-	c, err := p.api.Create(ctx, id, "")
-	if err != nil {
-		return Instance{}, fmt.Errorf("creating instance %s: %w", id, err)
-	}
+func instanceOf(c control.Created) (Instance, error) {
+	id := c.ID
 	u, err := url.Parse(c.ProxyURL)
 	if err != nil {
 		return Instance{}, fmt.Errorf("instance %s: bad proxy_url: %w", id, err)

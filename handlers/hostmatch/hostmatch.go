@@ -2,7 +2,7 @@
 // of allowedHosts, deniedHosts and outboundByHost keys. It normalises and
 // validates patterns the same way package host normalises hosts, compiles
 // lists for lookup, and keeps the insertion order that outboundByHost needs.
-// It does not decide policy; the chain in package handlers does.
+// It does not decide policy; package chain does.
 //
 // Semantics (semantics.md "Glob patterns"):
 //   - '*' matches any run of characters, dots and the empty run included;
