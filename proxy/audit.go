@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/outbound-dev/outbound/internal/events"
 )
 
 // Steps the proxy itself decides, for the audit log and metrics. Every other
@@ -48,6 +50,9 @@ type audit struct {
 
 func (s *Server) logAudit(ctx context.Context, a *audit) {
 	s.opts.Metrics.request(a.step, a.status)
+	if s.opts.Events.Active() {
+		s.opts.Events.Decision(a.decision())
+	}
 	level := slog.LevelInfo
 	if a.err != nil {
 		level = slog.LevelWarn
@@ -81,6 +86,19 @@ func (s *Server) logAudit(ctx context.Context, a *audit) {
 		attrs = append(attrs, slog.String("error", a.err.Error()))
 	}
 	s.log.LogAttrs(ctx, level, "request", attrs...)
+}
+
+// decision is the record as the live event stream shows it.
+func (a *audit) decision() events.Decision {
+	d := events.Decision{Time: a.start, Method: a.method, Host: a.host, Path: a.path, Step: a.step,
+		Status: a.status, MS: float64(time.Since(a.start).Microseconds()) / 1000}
+	if a.instance != nil {
+		d.Instance = a.instance.ID()
+	}
+	if a.handler != "" {
+		d.Handler = &a.handler
+	}
+	return d
 }
 
 // plain writes a short proxy-generated answer. Its text never carries

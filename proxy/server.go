@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/events"
 	"github.com/outbound-dev/outbound/proxy/authlimit"
 	"github.com/outbound-dev/outbound/proxy/ca"
 	"github.com/outbound-dev/outbound/proxy/har"
@@ -50,6 +51,9 @@ type Options struct {
 	Metrics *Metrics
 	// HAR, if set, records each instance's traffic.
 	HAR *har.Store
+	// Events, if set, gets one decision per request or tunnel, as the audit
+	// log does.
+	Events *events.Hub
 
 	MaxTunnels          int           // concurrent CONNECT tunnels; more get 503
 	ReadHeaderTimeout   time.Duration // per request, outer and intercepted

@@ -32,7 +32,9 @@ Verbs:
   kv put BINDING KEY VALUE        store a value (VALUE - reads stdin)
   kv get BINDING KEY              print a value
   kv delete BINDING KEY           delete a key
-  har ID                          the instance's recent traffic as HAR 1.2`
+  har ID                          the instance's recent traffic as HAR 1.2
+  tail [ID] [--json]              follow decisions, console lines and reloads as they
+                                  happen, one line each (--json: one JSON object each)`
 
 func cmdCtl(args []string, stdout, stderr io.Writer) int {
 	var admin, token string
@@ -48,6 +50,9 @@ func cmdCtl(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "ctl", 2, "no verb given (see 'outbound ctl --help')")
 	}
 	c := client.New(admin, token)
+	if rest[0] == "tail" {
+		return ctlTail(c, rest[1:], stdout, stderr)
+	}
 	ctx := context.Background()
 	out, code, err := ctlVerb(ctx, c, rest[0], rest[1:], os.Stdin)
 	if err != nil {

@@ -35,9 +35,12 @@ type statusView struct {
 		Error      *string `json:"error"`
 		EnvError   *string `json:"envError"`
 	} `json:"script"`
-	Classes   []string `json:"classes"`
-	Instances int      `json:"instances"`
-	Proxy     struct {
+	Classes []string `json:"classes"`
+	// OutboundHandlers names each class's outboundHandlers, for the web
+	// page's handler switch. An addition to interfaces.md.
+	OutboundHandlers map[string][]string `json:"outboundHandlers"`
+	Instances        int                 `json:"instances"`
+	Proxy            struct {
 		Listen string `json:"listen"`
 	} `json:"proxy"`
 	Admin struct {
@@ -61,9 +64,11 @@ func (b *controlBackend) Status() any {
 		v.Script.EnvError = &msg
 	}
 	v.Classes = []string{}
+	v.OutboundHandlers = map[string][]string{}
 	if gen, release := s.reloader.Acquire(); gen != nil {
 		for _, c := range gen.Info.Classes {
 			v.Classes = append(v.Classes, c.Name)
+			v.OutboundHandlers[c.Name] = append([]string{}, c.Handlers...)
 		}
 		release()
 	}

@@ -2,6 +2,8 @@ package app
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outbound-dev/outbound/internal/events"
 )
 
 // metrics are the server's own series; the proxy registers its own.
@@ -11,7 +13,7 @@ type metrics struct {
 	scriptError prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, hub *events.Hub) (*metrics, error) {
 	m := &metrics{
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outbound_script_generation", Help: "The script generation serving requests.",
@@ -23,7 +25,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "outbound_script_error", Help: "1 while the last script load failed and an older generation serves.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.generation, m.loads, m.scriptError} {
+	subscribers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outbound_events_subscribers", Help: "Clients watching the live event stream (/v1/events).",
+	}, func() float64 { return float64(hub.Subscribers()) })
+	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "outbound_events_dropped_total", Help: "Live events dropped for watchers that fell behind.",
+	}, func() float64 { return float64(hub.Dropped()) })
+	for _, c := range []prometheus.Collector{m.generation, m.loads, m.scriptError, subscribers, dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

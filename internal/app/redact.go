@@ -53,6 +53,14 @@ func (r *redactor) current() *strings.Replacer {
 	return r.replacer
 }
 
+// redact scrubs env values from s.
+func (r *redactor) redact(s string) string {
+	if rp := r.current(); rp != nil {
+		return rp.Replace(s)
+	}
+	return s
+}
+
 type redactHandler struct {
 	next slog.Handler
 	r    *redactor

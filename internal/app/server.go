@@ -23,6 +23,7 @@ import (
 	"github.com/outbound-dev/outbound/engine/reload"
 	"github.com/outbound-dev/outbound/handlers/instances"
 	"github.com/outbound-dev/outbound/handlers/policy"
+	"github.com/outbound-dev/outbound/internal/events"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/bolt"
 	"github.com/outbound-dev/outbound/jsapi"
@@ -30,6 +31,7 @@ import (
 	"github.com/outbound-dev/outbound/proxy/authlimit"
 	"github.com/outbound-dev/outbound/proxy/ca"
 	"github.com/outbound-dev/outbound/proxy/control"
+	"github.com/outbound-dev/outbound/proxy/control/ui"
 	"github.com/outbound-dev/outbound/proxy/har"
 	"github.com/outbound-dev/outbound/proxy/netguard"
 	"github.com/outbound-dev/outbound/proxy/upstream"
@@ -51,6 +53,7 @@ type App struct {
 	proxyLn  net.Listener
 	adminLn  net.Listener
 	metrics  *metrics
+	events   *events.Hub
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -66,7 +69,8 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	red := &redactor{}
 	startVars := func() *jsapi.Env { return &jsapi.Env{Vars: cfg.Vars} }
 	red.env.Store(&startVars)
-	cfg.Logger = slog.New(redactHandler{next: cfg.Logger.Handler(), r: red})
+	hub := events.New(events.Options{Redact: red.redact})
+	cfg.Logger = slog.New(consoleTap{next: redactHandler{next: cfg.Logger.Handler(), r: red}, hub: hub})
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:3128"
 	}
@@ -86,7 +90,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("no state directory given")
 	}
-	s = &App{cfg: cfg, log: cfg.Logger, cas: nil, har: har.NewStore(0)}
+	s = &App{cfg: cfg, log: cfg.Logger, cas: nil, har: har.NewStore(0), events: hub}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -99,7 +103,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.metrics, err = newMetrics(reg); err != nil {
+	if s.metrics, err = newMetrics(reg, hub); err != nil {
 		return nil, err
 	}
 
@@ -135,7 +139,10 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		Vars:    cfg.Vars,
 		KV:      kv,
 		Logger:  cfg.Logger,
-		OnLoad:  s.metrics.scriptLoaded,
+		OnLoad: func(gen int, err error) {
+			s.metrics.scriptLoaded(gen, err)
+			hub.Reload(gen, err)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -172,7 +179,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 
 	s.proxy, err = proxy.New(proxy.Options{
 		Backend: backend{svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
-		Logger: cfg.Logger, Metrics: pm, HAR: s.har,
+		Logger: cfg.Logger, Metrics: pm, HAR: s.har, Events: hub,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
 		MaxConns: cfg.MaxConns, MaxTunnels: cfg.MaxTunnels,
 		AuthFailRate: cfg.AuthFailRate, AuthFailBurst: cfg.AuthFailBurst,
@@ -184,6 +191,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		Handler: control.Handler(control.Options{
 			Backend: &controlBackend{s}, Token: cfg.AdminToken, Logger: cfg.Logger,
 			Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			Events:  hub, UI: ui.Handler(),
 			AuthLimit: authlimit.New(authlimit.Options{
 				Rate: cfg.AuthFailRate, Burst: cfg.AuthFailBurst, Logger: cfg.Logger, What: "admin token",
 			}),

@@ -71,7 +71,15 @@ type Options struct {
 	Backend Backend
 	Token   string       // when set, every call needs "Authorization: Bearer <Token>"
 	Metrics http.Handler // served at /metrics; nil for none
-	Logger  *slog.Logger
+	// Events is served at GET /v1/events (the live event stream), behind
+	// the token like every other call; nil for none.
+	Events http.Handler
+	// UI is served at GET /ui/ and GET / redirects there; nil for none. The
+	// page's files carry no data and are served without the token, since a
+	// browser cannot send a header when it opens a page: every call the page
+	// makes sends the token.
+	UI     http.Handler
+	Logger *slog.Logger
 	// AuthLimit, if set, counts wrong tokens per source; a source that used
 	// up its failures gets 429 without its token being checked.
 	AuthLimit *authlimit.Limiter
@@ -110,10 +118,20 @@ func Handler(o Options) http.Handler {
 	if o.Metrics != nil {
 		mux.Handle("GET /metrics", o.Metrics)
 	}
+	if o.Events != nil {
+		mux.Handle("GET /v1/events", o.Events)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return a.authenticate(mux)
+	if o.UI == nil {
+		return a.authenticate(mux)
+	}
+	root := http.NewServeMux()
+	root.Handle("GET /ui/", http.StripPrefix("/ui", o.UI))
+	root.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	root.Handle("/", a.authenticate(mux))
+	return root
 }
 
 func (a *api) authenticate(next http.Handler) http.Handler {

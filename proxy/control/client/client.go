@@ -4,6 +4,7 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -162,4 +163,88 @@ func (c *Client) KVGet(ctx context.Context, binding, key string) ([]byte, error)
 func (c *Client) KVDelete(ctx context.Context, binding, key string) error {
 	_, err := c.do(ctx, http.MethodDelete, kvPath(binding, key), nil, http.StatusNoContent)
 	return err
+}
+
+// Event is one event of the live stream: its kind (decision, console,
+// reload, dropped) and its JSON.
+type Event struct {
+	Kind string
+	Data json.RawMessage
+}
+
+// maxEventLine bounds one line of the event stream.
+const maxEventLine = 1 << 20
+
+// Events follows GET /v1/events, limited to one instance unless instance is
+// "", and calls fn with each event. It returns when ctx is done (ctx.Err()),
+// when fn fails (its error), or when the stream breaks or ends.
+func (c *Client) Events(ctx context.Context, instance string, fn func(Event) error) error {
+	path := "/v1/events"
+	if instance != "" {
+		path += "?instance=" + url.QueryEscape(instance)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return fmt.Errorf("control API request GET %s: %w", path, err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("control API %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = http.StatusText(resp.StatusCode)
+		}
+		return &APIError{Status: resp.StatusCode, Msg: e.Error}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxEventLine)
+	var ev Event
+	var data []byte
+	hasData := false
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if hasData {
+				ev.Data = data
+				if ev.Kind == "" {
+					ev.Kind = "message"
+				}
+				if err := fn(ev); err != nil {
+					return err
+				}
+			}
+			ev, data, hasData = Event{}, nil, false
+		case strings.HasPrefix(line, ":"): // a comment: keep-alive
+		default:
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "event":
+				ev.Kind = value
+			case "data":
+				if hasData {
+					data = append(data, '\n')
+				}
+				data, hasData = append(data, value...), true
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("control API event stream: %w", err)
+	}
+	return fmt.Errorf("control API event stream: the server ended it")
 }
