@@ -5,7 +5,7 @@ BIN := bin/outbound
 # on a loaded machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: build test vet unit examples fuzz-ci fuzz bench bench-go bench-load demo lint soak clean
+.PHONY: build test vet unit examples fuzz-ci fuzz bench bench-go bench-load demo lint soak ui-screenshot clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/outbound
@@ -56,6 +56,10 @@ bench-load: build
 # mixing HTTP, HTTPS, WebSocket and reloads (SOAKFLAGS=-duration 1m for less).
 soak: build
 	$(GO) run ./cmd/outbound-soak -outbound $(BIN) $(SOAKFLAGS)
+
+# The README's picture of the live view, taken by its browser test (needs chromium).
+ui-screenshot:
+	OUTBOUND_UI_SCREENSHOT=$(CURDIR)/docs/live-view.png $(GO) test -count=1 -run '^TestLiveViewInABrowser$$' ./proxy/control/ui/
 
 demo: build
 	./$(BIN) demo

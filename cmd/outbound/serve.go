@@ -30,7 +30,7 @@ type serveFlags struct {
 func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.StringVar(&f.script, "script", "", "JS/TS policy module `PATH` (required)")
 	fs.StringVar(&f.listen, "listen", listen, "proxy listener `ADDR`")
-	fs.StringVar(&f.admin, "admin", admin, "control API listener `ADDR`")
+	fs.StringVar(&f.admin, "admin", admin, "control API listener `ADDR`; it also serves the live view at /ui/")
 	fs.StringVar(&f.adminToken, "admin-token", os.Getenv("OUTBOUND_ADMIN_TOKEN"), "require this bearer `TOKEN` on the control API (also OUTBOUND_ADMIN_TOKEN)")
 	fs.StringVar(&f.envFile, "env-file", "", "dotenv `PATH` of vars and secrets, watched (default .dev.vars beside the script, if present)")
 	fs.Var(&f.vars, "var", "one var `KEY=VALUE` (repeatable)")

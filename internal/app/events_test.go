@@ -185,6 +185,16 @@ func TestEventsStreamDecisionsConsoleAndReloads(t *testing.T) {
 		t.Fatalf("denied decision: %s", d.Raw)
 	}
 
+	// A refused CONNECT is a decision too; an open tunnel's comes when it
+	// closes, with its whole duration.
+	if _, err := c1.Get("https://blocked.example/"); err == nil {
+		t.Fatal("a CONNECT to a denied host went through")
+	}
+	if d := nextWhere(t, events, "decision", func(e liveEvent) bool { return e.Method == "CONNECT" }); d.Host != "blocked.example" ||
+		d.Step != "denied" || d.Status != 520 || d.Path != "" || d.Instance != "sbx-1" {
+		t.Fatalf("CONNECT decision: %s", d.Raw)
+	}
+
 	// A broken save is reported with its position; the fix is a new generation.
 	saveScript(t, script, []byte("export default { outbound( {\n"))
 	r := nextOf(t, events, "reload")

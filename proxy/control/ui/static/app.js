@@ -147,10 +147,12 @@ function fillHandlerChoices(r, view) {
   const key = names.join('\n');
   if (key !== r.choices) {
     r.choices = key;
-    r.sel.replaceChildren(...names.map((n) => el('option', { value: n }, n)));
+    r.sel.replaceChildren(el('option', { value: '', disabled: true }, 'choose a handler'),
+      ...names.map((n) => el('option', { value: n }, n)));
   }
-  if (view.outboundHandler && names.includes(view.outboundHandler.method)) {
-    if (document.activeElement !== r.sel) r.sel.value = view.outboundHandler.method;
+  if (document.activeElement !== r.sel) {
+    const cur = view.outboundHandler && view.outboundHandler.method;
+    r.sel.value = names.includes(cur) ? cur : '';
   }
   r.form.hidden = names.length === 0;
   if (names.length === 0) r.cells.current.title = 'The class has no outboundHandlers';
@@ -205,6 +207,11 @@ function addInstanceOption(id) {
 }
 
 async function switchHandler(id, sel, paramsInput) {
+  if (!sel.value) {
+    say('Choose a handler for ' + id + ' first.', true);
+    sel.focus();
+    return;
+  }
   const args = [sel.value];
   const raw = paramsInput.value.trim();
   if (raw) {
@@ -278,7 +285,7 @@ function onDecision(d) {
     el('td', {}, d.step),
     el('td', {}, d.handler ?? ''),
     el('td', {}, d.status),
-    el('td', { class: 'num' }, d.ms.toFixed(1)));
+    el('td', { class: 'num' }, d.ms.toFixed(2)));
   filterRow(tr);
   const tbody = $('decisions').tBodies[0];
   tbody.prepend(tr);
