@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -62,15 +63,20 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, wa
 		return nil, fmt.Errorf("control API %s %s: reading answer: %w", method, path, err)
 	}
 	if resp.StatusCode != want {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = http.StatusText(resp.StatusCode)
-		}
-		return nil, &APIError{Status: resp.StatusCode, Msg: e.Error}
+		return nil, apiError(resp.StatusCode, b)
 	}
 	return b, nil
+}
+
+// apiError reads the API's {"error": ...} answer.
+func apiError(status int, body []byte) *APIError {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e.Error = http.StatusText(status)
+	}
+	return &APIError{Status: status, Msg: e.Error}
 }
 
 func jsonBody(v any) (io.Reader, error) {
@@ -198,15 +204,19 @@ func (c *Client) Events(ctx context.Context, instance string, fn func(Event) err
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = http.StatusText(resp.StatusCode)
-		}
-		return &APIError{Status: resp.StatusCode, Msg: e.Error}
+		return apiError(resp.StatusCode, b)
 	}
-	sc := bufio.NewScanner(resp.Body)
+	err = readEvents(resp.Body, fn)
+	if ctx.Err() != nil {
+		return ctx.Err() // the caller stopped following: not a failure of the stream
+	}
+	return err
+}
+
+// readEvents reads a Server-Sent Events stream, calling fn with each event.
+// It returns fn's error as it is, or what ended the stream.
+func readEvents(r io.Reader, fn func(Event) error) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxEventLine)
 	var ev Event
 	var data []byte
@@ -240,11 +250,8 @@ func (c *Client) Events(ctx context.Context, instance string, fn func(Event) err
 			}
 		}
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("control API event stream: %w", err)
 	}
-	return fmt.Errorf("control API event stream: the server ended it")
+	return errors.New("control API event stream: the server ended it")
 }

@@ -130,7 +130,7 @@ function newRow(id, n) {
   const form = el('form', { class: 'switch' },
     el('label', { for: 'handler-' + n, class: 'visually-hidden' }, 'Outbound handler for ' + id), sel,
     el('label', { for: 'params-' + n, class: 'visually-hidden' }, 'Params for ' + id), params,
-    el('button', { type: 'submit' }, 'Switch'));
+    el('button', { type: 'submit', 'aria-label': 'Switch the outbound handler of ' + id }, 'Switch'));
   form.addEventListener('submit', (ev) => { ev.preventDefault(); switchHandler(id, sel, params); });
   tr.append(el('td', {}, el('p', {}, 'Now: ', cells.current), form));
   const har = el('button', { type: 'button' }, 'Download HAR');
