@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/events"
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
 
@@ -56,49 +57,48 @@ func ctlTail(c *client.Client, args []string, stdout, stderr io.Writer) int {
 	return fail(stderr, "ctl", 1, "tail: %v", err)
 }
 
-// tailLine renders one event for a person, or "" for kinds it does not know.
+// tailLine renders one event for a person, or "" for what it cannot read.
 func tailLine(ev client.Event) string {
-	var e struct {
-		Time       time.Time `json:"time"`
-		Instance   string    `json:"instance"`
-		Method     string    `json:"method"`
-		Host       string    `json:"host"`
-		Path       string    `json:"path"`
-		Step       string    `json:"step"`
-		Status     int       `json:"status"`
-		MS         float64   `json:"ms"`
-		Handler    *string   `json:"handler"`
-		Level      string    `json:"level"`
-		Message    string    `json:"message"`
-		Generation int       `json:"generation"`
-		Error      *string   `json:"error"`
-		Dropped    uint64    `json:"dropped"`
-	}
-	if json.Unmarshal(ev.Data, &e) != nil {
-		return ""
-	}
-	when := e.Time.Local().Format("15:04:05.000")
-	who := e.Instance
-	if who == "" {
-		who = "-"
+	clock := func(t time.Time) string { return t.Local().Format("15:04:05.000") }
+	who := func(id string) string {
+		if id == "" {
+			return "-"
+		}
+		return clean(id)
 	}
 	switch ev.Kind {
-	case "decision":
-		step := e.Step
-		if e.Handler != nil {
-			step += " (" + *e.Handler + ")"
+	case events.KindDecision:
+		var d events.Decision
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return ""
+		}
+		step := d.Step
+		if d.Handler != nil {
+			step += " (" + *d.Handler + ")"
 		}
 		return fmt.Sprintf("%s  %s  %s %s%s  → %d  %s  %.1f ms",
-			when, clean(who), e.Method, clean(e.Host), clean(e.Path), e.Status, clean(step), e.MS)
-	case "console":
-		return fmt.Sprintf("%s  %s  console.%s  %s", when, clean(who), e.Level, clean(e.Message))
-	case "reload":
-		if e.Error != nil {
-			return fmt.Sprintf("%s  reload failed: %s (generation %d keeps serving)", when, clean(*e.Error), e.Generation)
+			clock(d.Time), who(d.Instance), clean(d.Method), clean(d.Host), clean(d.Path), d.Status, clean(step), d.MS)
+	case events.KindConsole:
+		var c events.Console
+		if json.Unmarshal(ev.Data, &c) != nil {
+			return ""
 		}
-		return fmt.Sprintf("%s  reload: generation %d serving", when, e.Generation)
-	case "dropped":
-		return fmt.Sprintf("-- %d events dropped: this client fell behind --", e.Dropped)
+		return fmt.Sprintf("%s  %s  console.%s  %s", clock(c.Time), who(c.Instance), clean(c.Level), clean(c.Message))
+	case events.KindReload:
+		var r events.Reload
+		if json.Unmarshal(ev.Data, &r) != nil {
+			return ""
+		}
+		if r.Error != nil {
+			return fmt.Sprintf("%s  reload failed: %s (generation %d keeps serving)", clock(r.Time), clean(*r.Error), r.Generation)
+		}
+		return fmt.Sprintf("%s  reload: generation %d serving", clock(r.Time), r.Generation)
+	case events.KindDropped:
+		var d events.Dropped
+		if json.Unmarshal(ev.Data, &d) != nil {
+			return ""
+		}
+		return fmt.Sprintf("-- %d events dropped: this client fell behind --", d.Dropped)
 	}
 	return ""
 }

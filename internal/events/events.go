@@ -67,6 +67,12 @@ type Reload struct {
 	Error      *string   `json:"error"` // "file:line:col: message", null when it loaded
 }
 
+// Dropped is the data of a KindDropped event: how many events the
+// subscriber lost since it was last told.
+type Dropped struct {
+	Dropped uint64 `json:"dropped"`
+}
+
 // Event is one published event, encoded once for all its subscribers.
 type Event struct {
 	Kind     string

@@ -2,6 +2,7 @@ package events
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -65,7 +66,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Drops happen only while the queue is full, so they came after
 		// everything just written.
 		if n := sub.TakeDropped(); n > 0 {
-			fmt.Fprintf(bw, "event: %s\ndata: {\"dropped\":%d}\n\n", KindDropped, n)
+			data, _ := json.Marshal(Dropped{Dropped: n})
+			writeEvent(bw, Event{Kind: KindDropped, Data: data})
 		}
 		if flush() != nil { // hung up, or stopped reading for writeTimeout
 			return
