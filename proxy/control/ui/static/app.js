@@ -9,7 +9,7 @@ const POLL_MS = 5000;
 // Steps where the request did not go out: the chain's blocks and the
 // proxy's own refusals.
 const BLOCKED_STEPS = new Set(['denied', 'not_allowed', 'default_deny', 'auth', 'auth_limit',
-  'conn_limit', 'tunnel_limit', 'self', 'bad_request', 'misdirected']);
+  'unauthenticated', 'no_script', 'conn_limit', 'tunnel_limit', 'self', 'bad_request', 'misdirected']);
 
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY);
