@@ -301,3 +301,24 @@ func screenshot(t *testing.T, ctx context.Context, srv *apptest.Server, sbx *htt
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s (%d bytes)\n", out, len(png))
 }
+
+// TestLiveViewWithoutAToken: with no --admin-token the page never asks, and
+// the admin address itself leads to it.
+func TestLiveViewWithoutAToken(t *testing.T) {
+	script, _ := filepath.Abs("../../../testdata/live/policy.js")
+	srv := apptest.Start(t, app.Config{Script: script})
+	sbx := apptest.Client(t, srv.Create(t, "sbx-open", ""))
+	ctx := newBrowser(t, t.TempDir())
+	do(t, ctx, "the page",
+		chromedp.Navigate("http://"+srv.AdminAddr().String()+"/"),
+		chromedp.WaitVisible(css(`#instances tr[data-instance="sbx-open"]`)),
+		until(`document.getElementById("conn").dataset.state === "live"`),
+	)
+	get(t, sbx, "http://any.example/open")
+	do(t, ctx, "a decision",
+		until(`[...document.querySelectorAll('#decisions td')].some((td) => td.textContent === '/open')`))
+	asked := value(t, ctx, "the dialog", chromedp.Evaluate[bool](`document.getElementById("token-dialog").open || !document.getElementById("change-token").hidden`))
+	if asked {
+		t.Fatal("the page asked for a token the server does not need")
+	}
+}
