@@ -72,14 +72,13 @@ func follow(t *testing.T, srv *apptest.Server, c *client.Client, instance string
 
 func subscribers(t *testing.T, srv *apptest.Server) int {
 	t.Helper()
-	m := metric(t, srv, "outbound_events_subscribers")
-	return int(m)
+	return int(metric(t, srv.AdminAddr().String(), "outbound_events_subscribers"))
 }
 
 // metric reads one unlabelled series from /metrics.
-func metric(t *testing.T, srv *apptest.Server, name string) float64 {
+func metric(t *testing.T, admin, name string) float64 {
 	t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+srv.AdminAddr().String()+"/metrics", nil)
+	req, _ := http.NewRequest("GET", "http://"+admin+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -301,5 +300,36 @@ func TestStatusNamesEachClassHandlers(t *testing.T) {
 	}
 	if got := strings.Join(st.OutboundHandlers["default"], ","); got != "quiet,tag" {
 		t.Fatalf("outboundHandlers: %s", raw)
+	}
+}
+
+// TestShutdownEndsEventStreams: a watcher does not hold a stopping server
+// for its shutdown timeout; its stream ends.
+func TestShutdownEndsEventStreams(t *testing.T) {
+	script, _ := filepath.Abs("../../testdata/live/policy.js")
+	srv, err := app.New(context.Background(), app.Config{Script: script, Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	c := client.New(srv.AdminAddr().String(), "")
+	ended := make(chan error, 1)
+	go func() {
+		ended <- c.Events(context.Background(), "", func(client.Event) error { return nil })
+	}()
+	waitUntil(t, "the stream", func() bool { return metric(t, srv.AdminAddr().String(), "outbound_events_subscribers") == 1 })
+	stop()
+	select {
+	case err := <-ended:
+		if err == nil || !strings.Contains(err.Error(), "ended") {
+			t.Fatalf("stream ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the event stream outlived the server's shutdown")
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 }

@@ -202,6 +202,8 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
+	// Event streams never go idle: end them, or Shutdown waits them out.
+	s.admin.RegisterOnShutdown(hub.Close)
 	return s, nil
 }
 
@@ -304,6 +306,7 @@ func (s *App) Serve(ctx context.Context) error {
 func (s *App) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.events.Close()
 		var errs []error
 		if s.proxyLn != nil {
 			s.proxyLn.Close()

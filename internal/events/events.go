@@ -96,6 +96,8 @@ type Hub struct {
 	mu      sync.Mutex                      // serialises changes to subs
 	subs    atomic.Pointer[[]*Subscription] // copy on write: publishers never lock
 	dropped atomic.Uint64
+	done    chan struct{} // closed by Close: streams end
+	closing sync.Once
 }
 
 // New returns a Hub with no subscribers.
@@ -106,7 +108,14 @@ func New(o Options) *Hub {
 	if o.Redact == nil {
 		o.Redact = func(s string) string { return s }
 	}
-	return &Hub{opts: o}
+	return &Hub{opts: o, done: make(chan struct{})}
+}
+
+// Close ends every stream ServeHTTP is serving, and any it is asked for
+// later: a server shutting down would otherwise wait for watchers to hang
+// up. Publishing still works, for subscribers of Subscribe.
+func (h *Hub) Close() {
+	h.closing.Do(func() { close(h.done) })
 }
 
 // Active reports whether anyone is subscribed. Publishers check it before

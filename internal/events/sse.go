@@ -19,6 +19,7 @@ const (
 // "data:" line of JSON per event. ?instance=ID limits decisions and console
 // lines to one instance. The subscription exists by the time the response
 // headers are sent, so a client that saw them misses nothing published later.
+// The stream ends when the client hangs up or the hub is closed.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	sub := h.Subscribe(r.URL.Query().Get("instance"))
@@ -48,6 +49,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-h.done:
 			return
 		case <-tick.C:
 			fmt.Fprint(bw, ": keep-alive\n\n")

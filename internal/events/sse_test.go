@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -163,4 +164,17 @@ func TestIdleHubAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { h.Decision(d) }); n != 0 {
 		t.Fatalf("%v allocations per decision with nobody watching", n)
 	}
+}
+
+func TestCloseEndsStreams(t *testing.T) {
+	h := New(Options{})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	c := open(t, context.Background(), srv.URL)
+	h.Close()
+	h.Close() // twice is harmless
+	if _, err := io.ReadAll(c.r); err != nil {
+		t.Fatalf("the stream broke instead of ending: %v", err)
+	}
+	waitFor(t, "the subscription to end", func() bool { return h.Subscribers() == 0 })
 }
