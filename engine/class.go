@@ -77,18 +77,18 @@ func (iso *isolate) readClasses(desc *goja.Object) ([]chain.ClassSpec, error) {
 // text (class extends Container {}), so the binding name is tried first.
 func (p *Program) classOffset(name, source string) int {
 	for _, pat := range []string{"var " + name + " = " + source, "let " + name + " = " + source, "class " + name + " "} {
-		if i := strings.Index(p.bundle, pat); i >= 0 {
+		if i := strings.Index(p.b.Source, pat); i >= 0 {
 			return i + strings.Index(pat, "class")
 		}
 	}
-	return strings.Index(p.bundle, source)
+	return strings.Index(p.b.Source, source)
 }
 
 func (iso *isolate) classError(rc rawClass, msg string) error {
 	p := iso.prog
 	if rc.defOrder >= 0 {
-		line := 1 + strings.Count(p.bundle[:rc.defOrder], "\n")
-		col := rc.defOrder - strings.LastIndex(p.bundle[:rc.defOrder], "\n")
+		line := 1 + strings.Count(p.b.Source[:rc.defOrder], "\n")
+		col := rc.defOrder - strings.LastIndex(p.b.Source[:rc.defOrder], "\n")
 		if f, l, c, ok := p.original(line, col); ok {
 			return &ScriptError{File: f, Line: l, Col: c, Msg: msg}
 		}
