@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -19,60 +18,8 @@ import (
 	"github.com/dop251/goja"
 	"github.com/dop251/goja_nodejs/eventloop"
 	"github.com/outbound-dev/outbound/internal/store"
+	"github.com/outbound-dev/outbound/internal/store/memkv"
 )
-
-// memKV is an in-memory KV for tests; the bbolt store is tested by its owner.
-type memKV struct {
-	mu sync.Mutex
-	m  map[string]memEntry
-}
-
-type memEntry struct {
-	v       []byte
-	expires time.Time
-}
-
-func newMemKV() *memKV { return &memKV{m: map[string]memEntry{}} }
-
-func (k *memKV) Get(_ context.Context, key string) ([]byte, bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	e, ok := k.m[key]
-	if !ok || !e.expires.IsZero() && time.Now().After(e.expires) {
-		return nil, false, nil
-	}
-	return e.v, true, nil
-}
-
-func (k *memKV) Put(_ context.Context, key string, v []byte, exp time.Time) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.m[key] = memEntry{v, exp}
-	return nil
-}
-
-func (k *memKV) Delete(_ context.Context, key string) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	delete(k.m, key)
-	return nil
-}
-
-func (k *memKV) List(_ context.Context, prefix, cursor string, limit int) ([]string, string, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	var keys []string
-	for key := range k.m {
-		if strings.HasPrefix(key, prefix) && key > cursor {
-			keys = append(keys, key)
-		}
-	}
-	sort.Strings(keys)
-	if len(keys) > limit {
-		return keys[:limit], keys[limit-1], nil
-	}
-	return keys, "", nil
-}
 
 type brokenKV struct{}
 
@@ -208,7 +155,7 @@ func TestWebAPIs(t *testing.T) {
 	var names []string
 	tests := map[string]goja.Callable{}
 	h.do(func(vm *goja.Runtime) {
-		env := &Env{Vars: map[string]string{"SECRET": "s3cr3t"}, KV: map[string]store.KV{"KV": newMemKV(), "BROKEN": brokenKV{}}}
+		env := &Env{Vars: map[string]string{"SECRET": "s3cr3t"}, KV: map[string]store.KV{"KV": memkv.New("KV", nil), "BROKEN": brokenKV{}}}
 		_ = vm.Set("env", h.realm.Env(env))
 		_ = vm.Set("UPSTREAM", srv.URL)
 		if _, err := vm.RunScript("webapi.js", string(src)); err != nil {
@@ -277,4 +224,36 @@ func TestNoHostAccess(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestNewResponse: a Go response handed to JS (what a handler test's
+// dispatch resolves to) reads like a fetched one, and its url is its
+// request's.
+func TestNewResponse(t *testing.T) {
+	h := newHarness(t, Config{Fetch: http.DefaultTransport})
+	req := httptest.NewRequest("GET", "https://example.com/x?y=1", nil)
+	resp := &http.Response{
+		StatusCode: 520, Status: "520 Origin is disallowed",
+		Header:  http.Header{"Content-Type": {"text/plain"}},
+		Body:    io.NopCloser(strings.NewReader("Origin is disallowed")),
+		Request: req,
+	}
+	var check goja.Callable
+	h.do(func(vm *goja.Runtime) {
+		_ = vm.Set("res", h.realm.NewResponse(resp))
+		v, err := vm.RunString(`(async () => {
+			if (!(res instanceof Response)) throw new Error("not a Response");
+			const got = [res.status, res.statusText, res.url, res.headers.get("content-type"), await res.text()].join("|");
+			if (got !== "520|Origin is disallowed|https://example.com/x?y=1|text/plain|Origin is disallowed") throw new Error(got);
+			try { res.headers.set("x", "y"); throw new Error("headers are mutable"); } catch (e) { if (!(e instanceof TypeError)) throw e; }
+		})`)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		check, _ = goja.AssertFunction(v)
+	})
+	if err := h.await(t, check); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -163,6 +163,18 @@ func (r *Realm) newFetchedResponse(resp *http.Response, finalURL *url.URL, redir
 	return r.wrap(p, r.responseProto)
 }
 
+// NewResponse returns the JS Response for a Go response that this realm
+// did not fetch itself, such as what a handler test's dispatch() resolves
+// to. Its headers are immutable and its body streams from resp.Body; its url
+// is resp.Request's, if any.
+func (r *Realm) NewResponse(resp *http.Response) goja.Value {
+	var u *url.URL
+	if resp.Request != nil {
+		u = resp.Request.URL
+	}
+	return r.newFetchedResponse(resp, u, false)
+}
+
 func statusText(resp *http.Response) string {
 	s := resp.Status
 	if len(s) > 4 && s[3] == ' ' {

@@ -1,0 +1,113 @@
+package memkv
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outbound-dev/outbound/internal/store"
+)
+
+func TestKV(t *testing.T) {
+	ctx := context.Background()
+	kv := New("CACHE", nil)
+	if _, ok, err := kv.Get(ctx, "missing"); ok || err != nil {
+		t.Fatalf("Get on an empty namespace: %v %v", ok, err)
+	}
+	for _, p := range []struct{ k, v string }{{"a/1", "one"}, {"a/2", "two"}, {"a/3", ""}, {"b/1", "b"}} {
+		if err := kv.Put(ctx, p.k, []byte(p.v), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Put(ctx, "", []byte("x"), time.Time{}); err == nil || !strings.Contains(err.Error(), "CACHE") {
+		t.Fatalf("empty key: %v", err)
+	}
+	if err := kv.Put(ctx, strings.Repeat("k", store.MaxKeyBytes+1), []byte("x"), time.Time{}); err == nil {
+		t.Fatal("overlong key accepted")
+	}
+	if v, ok, _ := kv.Get(ctx, "a/1"); !ok || string(v) != "one" {
+		t.Fatalf("Get a/1 = %q %v", v, ok)
+	}
+	if v, ok, _ := kv.Get(ctx, "a/3"); !ok || v == nil || len(v) != 0 {
+		t.Fatalf("empty value: %q %v", v, ok)
+	}
+	// The caller owns what it passed and what it got.
+	buf := []byte("mutable")
+	kv.Put(ctx, "m", buf, time.Time{})
+	buf[0] = 'X'
+	got, _, _ := kv.Get(ctx, "m")
+	got[1] = 'Y'
+	if again, _, _ := kv.Get(ctx, "m"); string(again) != "mutable" {
+		t.Fatalf("stored value changed through a caller's slice: %q", again)
+	}
+	kv.Delete(ctx, "m")
+
+	keys, next, err := kv.List(ctx, "a/", "", 0)
+	if err != nil || !slices.Equal(keys, []string{"a/1", "a/2", "a/3"}) || next != "" {
+		t.Fatalf("List a/ = %v %q %v", keys, next, err)
+	}
+	keys, next, _ = kv.List(ctx, "", "", 2)
+	if !slices.Equal(keys, []string{"a/1", "a/2"}) || next != "a/2" {
+		t.Fatalf("page 1 = %v %q", keys, next)
+	}
+	keys, next, _ = kv.List(ctx, "", next, 2)
+	if !slices.Equal(keys, []string{"a/3", "b/1"}) || next != "" {
+		t.Fatalf("page 2 = %v %q", keys, next)
+	}
+	if err := kv.Delete(ctx, "a/1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "never"); err != nil {
+		t.Fatal(err)
+	}
+	snap := kv.Snapshot()
+	if len(snap) != 3 || string(snap["b/1"]) != "b" {
+		t.Fatalf("Snapshot = %q", snap)
+	}
+}
+
+func TestKVExpiry(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	kv := New("TTL", func() time.Time { return now })
+	kv.Put(ctx, "past", []byte("x"), now.Add(-time.Second))
+	kv.Put(ctx, "soon", []byte("x"), now.Add(time.Minute))
+	kv.Put(ctx, "never", []byte("x"), time.Time{})
+	if _, ok, _ := kv.Get(ctx, "past"); ok {
+		t.Fatal("an expired key is readable")
+	}
+	if _, ok, _ := kv.Get(ctx, "soon"); !ok {
+		t.Fatal("a key before its expiry is gone")
+	}
+	now = now.Add(time.Minute)
+	if _, ok, _ := kv.Get(ctx, "soon"); ok {
+		t.Fatal("a key at its expiry is readable")
+	}
+	if keys, _, _ := kv.List(ctx, "", "", 0); !slices.Equal(keys, []string{"never"}) {
+		t.Fatalf("List after expiry = %v", keys)
+	}
+	if snap := kv.Snapshot(); len(snap) != 1 {
+		t.Fatalf("Snapshot after expiry = %q", snap)
+	}
+}
+
+func TestKVCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	kv := New("K", nil)
+	if err := kv.Put(ctx, "k", nil, time.Time{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Put: %v", err)
+	}
+	if _, _, err := kv.Get(ctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Get: %v", err)
+	}
+	if _, _, err := kv.List(ctx, "", "", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("List: %v", err)
+	}
+	if err := kv.Delete(ctx, "k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Delete: %v", err)
+	}
+}
