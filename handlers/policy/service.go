@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -91,12 +92,7 @@ func (s *Service) Connect(ctx context.Context, inst *instances.Instance, h strin
 	if sc == nil {
 		return decision.Connect{Step: "no_script", Block: decision.Text(nil, http.StatusServiceUnavailable, "No policy script is loaded")}
 	}
-	cls := sc.Policy.Class(inst.Class())
-	if cls == nil {
-		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
-		return decision.Connect{Step: chain.StepDefaultDeny.String(), Block: decision.Blocked(nil)}
-	}
-	d := chain.ConnectDecide(cls, inst.Runtime(), h, port)
+	d := s.connectDecision(sc, inst, h, port)
 	r := decision.Connect{Allow: d.Allow, Intercept: d.Intercept, Step: d.Step.String()}
 	if !d.Allow {
 		r.Block = decision.Blocked(nil)
@@ -127,12 +123,7 @@ func (s *Service) Handle(ctx context.Context, inst *instances.Instance, req *htt
 
 func (s *Service) handle(ctx context.Context, sc *Script, inst *instances.Instance, req *http.Request, h string) (*http.Response, decision.Outcome) {
 	req = sanitize(ctx, req)
-	cls := sc.Policy.Class(inst.Class())
-	if cls == nil {
-		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
-		return s.block(ctx, sc, inst, req, chain.StepDefaultDeny)
-	}
-	d := chain.Decide(cls, inst.Runtime(), h)
+	d := s.requestDecision(sc, inst, h)
 	if d.StaleByHost != "" || d.StaleOutbound != "" {
 		s.log.Debug("skipped runtime overrides naming missing handlers", "instance", inst.ID(), "byHost", d.StaleByHost, "outbound", d.StaleOutbound)
 	}
@@ -174,6 +165,29 @@ func (s *Service) handle(ctx context.Context, sc *Script, inst *instances.Instan
 	}
 }
 
+// requestDecision is the chain's decision for a request to the canonical
+// host h. An instance whose class the script no longer defines is blocked at
+// step 9.
+func (s *Service) requestDecision(sc *Script, inst *instances.Instance, h string) chain.Decision {
+	cls := sc.Policy.Class(inst.Class())
+	if cls == nil {
+		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
+		return chain.Decision{Step: chain.StepDefaultDeny}
+	}
+	return chain.Decide(cls, inst.Runtime(), h)
+}
+
+// connectDecision is the chain's decision for a CONNECT to the canonical
+// host h and port, with the same rule for a class that is gone.
+func (s *Service) connectDecision(sc *Script, inst *instances.Instance, h string, port int) chain.ConnectDecision {
+	cls := sc.Policy.Class(inst.Class())
+	if cls == nil {
+		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
+		return chain.ConnectDecision{Step: chain.StepDefaultDeny}
+	}
+	return chain.ConnectDecide(cls, inst.Runtime(), h, port)
+}
+
 // block answers a blocked request: the script's blocked hook if it has
 // one and it answers, else 520.
 func (s *Service) block(ctx context.Context, sc *Script, inst *instances.Instance, req *http.Request, step chain.Step) (*http.Response, decision.Outcome) {
@@ -201,18 +215,26 @@ func (s *Service) block(ctx context.Context, sc *Script, inst *instances.Instanc
 
 // requestHost is the canonical host of an absolute request URL.
 func requestHost(req *http.Request) (string, error) {
-	if req.URL == nil || req.URL.Host == "" {
+	if req.URL == nil {
+		return "", errors.New("request has no URL")
+	}
+	return urlHost(req.URL)
+}
+
+// urlHost is the canonical host of an absolute http or https URL.
+func urlHost(u *url.URL) (string, error) {
+	if u.Host == "" {
 		return "", errors.New("request URL has no host")
 	}
 	def := "80"
-	switch strings.ToLower(req.URL.Scheme) {
+	switch strings.ToLower(u.Scheme) {
 	case "https":
 		def = "443"
 	case "http":
 	default:
-		return "", fmt.Errorf("request URL scheme %q is not http or https", req.URL.Scheme)
+		return "", fmt.Errorf("request URL scheme %q is not http or https", u.Scheme)
 	}
-	h, _, err := host.SplitHostPort(req.URL.Host, def)
+	h, _, err := host.SplitHostPort(u.Host, def)
 	return h, err
 }
 
