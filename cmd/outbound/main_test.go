@@ -263,6 +263,22 @@ func TestCtlAgainstServer(t *testing.T) {
 	if out, code := ctl("setOutboundHandler", "sbx-1", "nope"); code != 1 || !strings.Contains(out, "Outbound handler method 'nope' not found in outboundHandlers for default") {
 		t.Fatalf("unknown handler: %d %s", code, out)
 	}
+	out, code = ctl("explain", "sbx-1", "https://github.com/x", "--method", "POST")
+	var ex struct {
+		Step    int
+		Handler *string
+		Blocked bool
+		Reason  *string
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &ex) != nil || ex.Step != 5 || ex.Handler == nil || *ex.Handler != "allowHosts" || ex.Blocked || ex.Reason != nil {
+		t.Fatalf("explain: %d %s", code, out)
+	}
+	if out, code := ctl("explain", "sbx-1", "github.com"); code != 1 || !strings.Contains(out, "400") || !strings.Contains(out, "absolute") {
+		t.Fatalf("explain of a bare host: %d %s", code, out)
+	}
+	if out, code := ctl("explain", "sbx-1"); code != 2 || !strings.Contains(out, "usage") {
+		t.Fatalf("explain without a URL: %d %s", code, out)
+	}
 	if out, code := ctl("kv", "put", "K", "a/b", "v"); code != 0 {
 		t.Fatalf("kv put: %d %s", code, out)
 	}

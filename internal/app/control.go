@@ -3,10 +3,13 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 
 	"github.com/outbound-dev/outbound/handlers/instances"
+	"github.com/outbound-dev/outbound/handlers/policy"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/proxy/control"
 )
@@ -162,6 +165,24 @@ func (b *controlBackend) Call(ctx context.Context, id, method string, args []jso
 		return nil, apiError(err)
 	}
 	return v, nil
+}
+
+// Explain decides a URL for the instance as its live traffic is decided.
+func (b *controlBackend) Explain(_ context.Context, id, rawURL, _ string) (any, error) {
+	inst, err := b.instance(id)
+	if err != nil {
+		return nil, err
+	}
+	e, err := b.s.svc.Explain(inst, rawURL)
+	switch {
+	case errors.Is(err, policy.ErrBadURL):
+		return nil, &control.Error{Status: http.StatusBadRequest, Msg: err.Error()}
+	case errors.Is(err, policy.ErrNoScript):
+		return nil, &control.Error{Status: http.StatusServiceUnavailable, Msg: err.Error()}
+	case err != nil:
+		return nil, err
+	}
+	return e, nil
 }
 
 func (b *controlBackend) KV(binding string) (store.KV, bool) {

@@ -45,6 +45,7 @@ type App struct {
 	store    store.Store
 	reloader *reload.Reloader
 	registry *instances.Registry
+	svc      *policy.Service
 	cas      *ca.Registry
 	har      *har.Store
 	up       *upstream.Transport
@@ -154,7 +155,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := policy.New(policy.Options{
+	s.svc, err = policy.New(policy.Options{
 		Scripts: scripts, Registry: s.registry, Env: s.reloader.Env, Upstream: up, Logger: cfg.Logger,
 	})
 	if err != nil {
@@ -178,7 +179,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	}
 
 	s.proxy, err = proxy.New(proxy.Options{
-		Backend: backend{svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
+		Backend: backend{s.svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
 		Logger: cfg.Logger, Metrics: pm, HAR: s.har, Events: hub,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
 		MaxConns: cfg.MaxConns, MaxTunnels: cfg.MaxTunnels,

@@ -49,6 +49,10 @@ type Backend interface {
 	// Call runs a runtime method with its JSON arguments and returns the
 	// instance view.
 	Call(ctx context.Context, id, method string, args []json.RawMessage) (any, error)
+	// Explain answers how a request to rawURL would be decided for the
+	// instance ({step, handler, blocked, reason}), running no handler and
+	// dialing nothing.
+	Explain(ctx context.Context, id, rawURL, method string) (any, error)
 	KV(binding string) (store.KV, bool)
 }
 
@@ -111,6 +115,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("DELETE /v1/instances/{id}", a.delete)
 	mux.HandleFunc("GET /v1/instances/{id}/ca.pem", a.caPEM)
 	mux.HandleFunc("GET /v1/instances/{id}/har", a.har)
+	mux.HandleFunc("POST /v1/instances/{id}/explain", a.explain)
 	mux.HandleFunc("POST /v1/instances/{id}/{method}", a.call)
 	mux.HandleFunc("PUT /v1/kv/{binding}/{key}", a.kvPut)
 	mux.HandleFunc("GET /v1/kv/{binding}/{key}", a.kvGet)
@@ -237,6 +242,51 @@ func (a *api) call(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+func (a *api) explain(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		URL    *string `json:"url"`
+		Method *string `json:"method"`
+	}
+	if err := decodeJSON(w, r, &body, false); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if body.URL == nil || *body.URL == "" {
+		a.fail(w, r, Errorf(http.StatusBadRequest, `"url" is required: the absolute http:// or https:// URL to explain`))
+		return
+	}
+	method := http.MethodGet
+	if body.Method != nil {
+		method = *body.Method
+		if !isToken(method) {
+			a.fail(w, r, Errorf(http.StatusBadRequest, "%q is not an HTTP method", method))
+			return
+		}
+	}
+	v, err := a.b.Explain(r.Context(), r.PathValue("id"), *body.URL, method)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 5.6.2), as a
+// method must be.
+func isToken(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 func (a *api) kv(w http.ResponseWriter, r *http.Request) (store.KV, string, bool) {

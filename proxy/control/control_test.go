@@ -69,6 +69,13 @@ func (f *fakeBackend) Call(_ context.Context, id, method string, args []json.Raw
 	}
 	return map[string]string{"id": id, "method": method}, nil
 }
+func (f *fakeBackend) Explain(_ context.Context, id, rawURL, method string) (any, error) {
+	if id != "sbx" {
+		return nil, control.Errorf(http.StatusNotFound, "no instance %q", id)
+	}
+	return map[string]any{"step": 8, "handler": nil, "blocked": false, "reason": nil, "url": rawURL, "method": method}, nil
+}
+
 func (f *fakeBackend) KV(binding string) (store.KV, bool) {
 	if binding != "KEYS" {
 		return nil, false
@@ -101,6 +108,11 @@ func TestErrorsAreJSON(t *testing.T) {
 		{"GET", "/v1/nothing", ``, 404, "no such endpoint"},
 		{"GET", "/v1/kv/OTHER/k", ``, 404, "no KV binding"},
 		{"POST", "/v1/instances", strings.Repeat(" ", 2<<20), 413, "larger than"},
+		{"POST", "/v1/instances/sbx/explain", ``, 400, "empty body"},
+		{"POST", "/v1/instances/sbx/explain", `{}`, 400, `"url" is required`},
+		{"POST", "/v1/instances/sbx/explain", `{"url":5}`, 400, "expected string"},
+		{"POST", "/v1/instances/sbx/explain", `{"url":"http://x/","method":"GE T"}`, 400, "not an HTTP method"},
+		{"POST", "/v1/instances/nope/explain", `{"url":"http://x/"}`, 404, "no instance"},
 	}
 	for _, c := range cases {
 		req, _ := http.NewRequest(c.method, srv.URL+c.path, strings.NewReader(c.body))
@@ -167,6 +179,31 @@ func TestRuntimeMethodArgs(t *testing.T) {
 	}
 }
 
+// TestExplain: explain is its own route, not a runtime method, and the
+// method defaults to GET.
+func TestExplain(t *testing.T) {
+	srv, b := newAPI(t, "")
+	c := client.New(srv.URL, "")
+	for _, method := range []string{"", "POST"} {
+		raw, err := c.Explain(context.Background(), "sbx", "https://github.com/x", method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		json.Unmarshal(raw, &got)
+		want := method
+		if want == "" {
+			want = "GET"
+		}
+		if got["step"] != 8.0 || got["url"] != "https://github.com/x" || got["method"] != want {
+			t.Fatalf("explain answered %s", raw)
+		}
+	}
+	if b.lastArgs != nil {
+		t.Fatalf("explain reached the runtime method route with %q", b.lastArgs)
+	}
+}
+
 // FuzzCallBody: whatever a caller sends as runtime method arguments, the
 // API answers 200 or a JSON error below 500, and never panics.
 func FuzzCallBody(f *testing.F) {
@@ -176,7 +213,7 @@ func FuzzCallBody(f *testing.F) {
 	b := &fakeBackend{kv: &memKV{m: map[string][]byte{}}}
 	h := control.Handler(control.Options{Backend: b})
 	f.Fuzz(func(t *testing.T, body string) {
-		for _, path := range []string{"/v1/instances/sbx/allowHost", "/v1/instances"} {
+		for _, path := range []string{"/v1/instances/sbx/allowHost", "/v1/instances", "/v1/instances/sbx/explain"} {
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
 			if rec.Code >= 500 {
