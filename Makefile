@@ -16,11 +16,14 @@ vet:
 unit:
 	$(GO) test -race -count=1 -timeout 10m ./...
 
-# Every example script must compile and list its classes.
+# Every example script must compile and list its classes, and its handler
+# tests (NAME.test.js beside it) must pass through the built binary.
 examples: build
 	@for f in examples/*.js examples/*.ts; do \
+		case $$f in *.test.js|*.test.ts) continue;; esac; \
 		./$(BIN) check $$f >/dev/null || { echo "example $$f does not check"; exit 1; }; \
 	done; echo "examples: all scripts check"
+	cd examples && ../$(BIN) test
 
 test: vet unit examples fuzz-ci
 

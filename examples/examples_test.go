@@ -1,15 +1,19 @@
 package examples_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/internal/app/apptest"
+	"github.com/outbound-dev/outbound/internal/policytest"
 )
 
 // echo answers with what the upstream saw, so a test can check injection.
@@ -207,5 +211,25 @@ func TestJSONBlock(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &got); err != nil || code != 403 || got.Reason != tc.reason || got.Error != "egress_blocked" {
 			t.Errorf("%s: %d %s", tc.url, code, body)
 		}
+	}
+}
+
+// TestHandlerTests: every example script has a .test.js beside it, and its
+// handler tests pass (make test also runs them through the built binary).
+func TestHandlerTests(t *testing.T) {
+	scripts, _ := filepath.Glob("*.[jt]s")
+	for _, s := range scripts {
+		if policytest.IsTestFile(s) {
+			continue
+		}
+		test := strings.TrimSuffix(s, filepath.Ext(s)) + ".test.js"
+		if _, err := os.Stat(test); err != nil {
+			t.Errorf("%s has no handler tests: want %s", s, test)
+		}
+	}
+	var out bytes.Buffer
+	sum, err := policytest.Run(context.Background(), policytest.Options{Out: &out})
+	if err != nil || sum.Failed != 0 || sum.Passed == 0 {
+		t.Fatalf("handler tests: %+v %v\n%s", sum, err, out.String())
 	}
 }

@@ -24,6 +24,7 @@ func commands() []command {
 		{"env", "print the environment for a process or container", cmdEnv},
 		{"ca", "print an instance's CA certificate", cmdCA},
 		{"check", "compile a policy script and list its classes", cmdCheck},
+		{"test", "run handler tests (*.test.js, *.test.ts) against a policy script", cmdTest},
 		{"ctl", "a client of the control API", cmdCtl},
 		{"demo", "a self-contained demo: proxy, handler and a local upstream", cmdDemo},
 	}

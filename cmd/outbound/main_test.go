@@ -47,9 +47,16 @@ func examplePath(name string) string {
 // outbound runs the binary and returns stdout, stderr and the exit status.
 func outbound(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return outboundIn(t, "", env, args...)
+}
+
+// outboundIn is outbound run in dir ("" for the test's own).
+func outboundIn(t *testing.T, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Dir = dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.Env = append(os.Environ(), env...)
@@ -85,6 +92,8 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{"run", "--script", "x.js"}, // no command
 		{"ctl", "frobnicate"},
 		{"env", "--format", "xml", "--id", "x"},
+		{"test", "--handler-timeout", "0s"},
+		{"test", "--no-such-flag"},
 		{"nosuchcommand"},
 	}
 	for _, args := range cases {
@@ -105,6 +114,30 @@ func TestCheck(t *testing.T) {
 	_, stderr, code := outbound(t, nil, "check", bad)
 	if code == 0 || !strings.Contains(stderr, "bad.js:3:") {
 		t.Fatalf("check of a broken script: %d %q", code, stderr)
+	}
+}
+
+// TestTestCommand: `outbound test` finds the test files under the working
+// directory, exits 0 when all pass and 1 when one fails, and takes its flags
+// before or after the files.
+func TestTestCommand(t *testing.T) {
+	examples := filepath.Dir(examplePath("x"))
+	out, stderr, code := outboundIn(t, examples, nil, "test")
+	if code != 0 || !strings.Contains(out, "# github-token.test.js\nok injects the GitHub token\n") || !strings.HasSuffix(out, " passed, 0 failed\n") {
+		t.Fatalf("test in examples/: exit %d\n%s%s", code, out, stderr)
+	}
+	td := filepath.Join(examples, "..", "testdata", "policytest")
+	out, _, code = outboundIn(t, td, nil, "test", "fail.test.js", "--script", "policy.js")
+	if code != 1 || !strings.Contains(out, "FAIL equal: fail.test.js:6:16: assert.equal: actual 403, expected 200\n") || !strings.HasSuffix(out, "0 passed, 15 failed\n") {
+		t.Fatalf("failing file: exit %d\n%s", code, out)
+	}
+	_, stderr, code = outboundIn(t, td, nil, "test", "missing.test.js")
+	if code != 1 || !strings.Contains(stderr, "missing.test.js") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Fatalf("missing file: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = outboundIn(t, t.TempDir(), nil, "test")
+	if code != 1 || !strings.Contains(stderr, "no test files found") {
+		t.Fatalf("no test files: exit %d, stderr %q", code, stderr)
 	}
 }
 

@@ -1,0 +1,88 @@
+package policytest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+)
+
+// captureHandler puts log records under the test they belong to: every
+// console.* line of the test and of its handlers, and the policy
+// service's own notices (info and above).
+type captureHandler struct {
+	tr      *testRun        // the test, when the logger is a test's
+	current func() *testRun // else the test running now (pool, session)
+	dir     string          // paths under it are shown relative
+	attrs   []slog.Attr
+}
+
+func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
+	tr := h.tr
+	if tr == nil && h.current != nil {
+		tr = h.current()
+	}
+	if tr == nil {
+		return nil
+	}
+	console := false
+	var extra []string
+	add := func(a slog.Attr) bool {
+		switch a.Key {
+		case "source":
+			console = console || a.Value.String() == "console"
+		case "instance", "class":
+		default:
+			extra = append(extra, fmt.Sprintf("%s=%v", a.Key, a.Value))
+		}
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	msg := h.shorten(r.Message)
+	switch {
+	case console:
+		tr.log(consoleLabel(r.Level) + ": " + msg)
+	case r.Level >= slog.LevelInfo:
+		line := "outbound: " + msg
+		if len(extra) > 0 {
+			line += " " + h.shorten(strings.Join(extra, " "))
+		}
+		tr.log(line)
+	}
+	return nil
+}
+
+func consoleLabel(l slog.Level) string {
+	switch {
+	case l < slog.LevelInfo:
+		return "debug"
+	case l < slog.LevelWarn:
+		return "log"
+	case l < slog.LevelError:
+		return "warn"
+	default:
+		return "error"
+	}
+}
+
+// shorten makes paths under dir relative, as the report shows them.
+func (h *captureHandler) shorten(s string) string {
+	if h.dir == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, h.dir+string(filepath.Separator), "")
+}
+
+func (h *captureHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *h
+	c.attrs = append(append([]slog.Attr{}, h.attrs...), attrs...)
+	return &c
+}
+
+func (h *captureHandler) WithGroup(string) slog.Handler { return h }

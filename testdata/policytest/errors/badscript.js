@@ -1,0 +1,3 @@
+export default {
+  allowedHosts: ["a.test",
+};

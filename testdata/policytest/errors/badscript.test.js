@@ -1,0 +1,3 @@
+import { test } from "outbound:test";
+
+test("its script does not compile", () => {});

@@ -1,0 +1,5 @@
+import { test } from "outbound:test";
+
+test("never runs", () => {
+  const x = ;
+});

@@ -1,0 +1,4 @@
+import { test } from "outbound:test";
+
+test("same name", () => {});
+test("same name", () => {});

@@ -1,0 +1,3 @@
+import { assert } from "outbound:test";
+
+assert.ok(true);

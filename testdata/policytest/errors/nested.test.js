@@ -1,0 +1,5 @@
+import { test } from "outbound:test";
+
+test("registers a test inside a test", () => {
+  test("inner", () => {});
+});

@@ -1,0 +1,3 @@
+import { test } from "outbound:test";
+
+test("has no script beside it", () => {});

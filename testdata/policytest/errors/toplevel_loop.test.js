@@ -1,0 +1,4 @@
+import { test } from "outbound:test";
+
+test("never runs", () => {});
+for (;;) {}
