@@ -318,18 +318,22 @@ function diff(expected, actual) {
   return lines.join("\n");
 }
 
-// differ describes two values that should have been equal.
-function differ(actual, expected) {
+// differ describes two values that should have been equal: objects as a
+// diff, anything else side by side.
+function differ(actual, expected, op) {
   const a = inspect(actual), e = inspect(expected);
-  if (!a.includes("\n") && !e.includes("\n") && a.length + e.length <= 100) {
-    if (a === e) {
-      return `actual ${a}, expected ${e} (they look alike but are not the same value; assert.deepEqual compares contents)`;
-    }
-    return `actual ${a}, expected ${e}`;
+  if (a === e) {
+    const why = op === "assert.equal"
+      ? "they look alike but are not the same value; assert.deepEqual compares contents"
+      : "they look alike: they differ in what is not shown, such as prototypes or non-enumerable properties";
+    return `actual ${a}, expected ${e} (${why})`;
   }
   const isObj = (x) => typeof x === "object" && x !== null;
   if (isObj(actual) && isObj(expected)) {
-    return `values differ (- expected, + actual)\n${diff(inspect(expected, true), inspect(actual, true))}`;
+    return `values differ (+ actual, - expected)\n${diff(inspect(expected, true), inspect(actual, true))}`;
+  }
+  if (!a.includes("\n") && !e.includes("\n") && a.length + e.length <= 100) {
+    return `actual ${a}, expected ${e}`;
   }
   return `values differ\nactual:   ${a}\nexpected: ${e}`;
 }
@@ -377,13 +381,13 @@ function ok(value, message) {
 export const assert = Object.assign(function assert(value, message) { ok(value, message); }, {
   ok,
   equal(actual, expected, message) {
-    if (!Object.is(actual, expected)) failAt(native.where(), message, "assert.equal", differ(actual, expected), { actual, expected });
+    if (!Object.is(actual, expected)) failAt(native.where(), message, "assert.equal", differ(actual, expected, "assert.equal"), { actual, expected });
   },
   notEqual(actual, expected, message) {
     if (Object.is(actual, expected)) failAt(native.where(), message, "assert.notEqual", `both are ${inspect(actual)}`, { actual, expected });
   },
   deepEqual(actual, expected, message) {
-    if (!deepEq(actual, expected)) failAt(native.where(), message, "assert.deepEqual", differ(actual, expected), { actual, expected });
+    if (!deepEq(actual, expected)) failAt(native.where(), message, "assert.deepEqual", differ(actual, expected, "assert.deepEqual"), { actual, expected });
   },
   notDeepEqual(actual, expected, message) {
     if (deepEq(actual, expected)) failAt(native.where(), message, "assert.notDeepEqual", `both are ${inspect(actual)}`, { actual, expected });
