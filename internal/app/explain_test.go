@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,24 +22,11 @@ import (
 	"github.com/outbound-dev/outbound/internal/app/apptest"
 )
 
-// syncBuffer is a log sink the test reads while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// audits returns the proxy's request records of one instance.
-func (s *syncBuffer) audits(instance string) []auditRecord {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// audits returns the proxy's request records of one instance from a JSON
+// log.
+func audits(logs *apptest.LogBuffer, instance string) []auditRecord {
 	var out []auditRecord
-	for _, line := range strings.Split(s.b.String(), "\n") {
+	for _, line := range strings.Split(logs.String(), "\n") {
 		var r auditRecord
 		if json.Unmarshal([]byte(line), &r) == nil && r.Msg == "request" && r.Instance == instance {
 			out = append(out, r)
@@ -73,7 +58,7 @@ func TestExplainAgreesWithTraffic(t *testing.T) {
 	plainPort := plain.Listener.Addr().String()[len("127.0.0.1:"):]
 	tlsUp := apptest.NewTLSUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream") }),
 		"fwd.test", "raw.test", "api.allowed.test")
-	logs := &syncBuffer{}
+	logs := &apptest.LogBuffer{}
 	srv := apptest.Start(t, app.Config{
 		Script: "../../testdata/server/explain.js",
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
@@ -158,7 +143,7 @@ func TestExplainAgreesWithTraffic(t *testing.T) {
 			https := strings.HasPrefix(tt.url, "https:")
 			var rec auditRecord
 			waitUntil(t, "the request's audit record", func() bool {
-				recs := logs.audits(id)
+				recs := audits(logs, id)
 				var connect, inner *auditRecord
 				for i := range recs {
 					if recs[i].Method == "CONNECT" {

@@ -164,7 +164,7 @@ func (f *fileRun) dispatch(ctx context.Context, tr *testRun, st *setup, req *htt
 		return nil, err
 	}
 	if e, err := svc.Explain(inst, req.URL.String()); err == nil && e.Handler != nil {
-		fl.handler = *e.Handler
+		tr.named(fl, *e.Handler)
 	}
 	resp, out := f.serve(ctx, svc, inst, req)
 	if out.Err != nil {

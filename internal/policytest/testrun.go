@@ -107,6 +107,13 @@ func (tr *testRun) finish(fl *flight) {
 	delete(tr.inflight, fl)
 }
 
+// named records which handler a dispatch runs.
+func (tr *testRun) named(fl *flight, handler string) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	fl.handler = handler
+}
+
 func (tr *testRun) handlerTimedOut(fl *flight, d time.Duration) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
