@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -139,8 +141,38 @@ func Handler(o Options) http.Handler {
 	return root
 }
 
+// rebound reports a request that reached a loopback listener under a DNS
+// name other than localhost: what a web page does when it rebinds its own
+// name to 127.0.0.1 to reach local services from the browser. A browser
+// sends the page's name as Host, so refusing such names keeps pages out of
+// the control API even when it runs without --admin-token.
+func rebound(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(local.String())
+	if err != nil || !ap.Addr().Unmap().IsLoopback() {
+		return false
+	}
+	h := r.Host
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		h = hh
+	}
+	h = strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+	if _, err := netip.ParseAddr(h); err == nil {
+		return false
+	}
+	return h != "localhost" && !strings.HasSuffix(h, ".localhost")
+}
+
 func (a *api) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rebound(r) {
+			writeError(w, Errorf(http.StatusMisdirectedRequest,
+				"the control API on a loopback address answers only to an IP address or localhost, not to %q (a guard against DNS rebinding)", r.Host))
+			return
+		}
 		if a.hasToken {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if ok {

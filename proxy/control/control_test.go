@@ -3,6 +3,8 @@ package control_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -142,6 +144,44 @@ func TestBearerToken(t *testing.T) {
 	}
 	if _, err := client.New(srv.URL, "s3cret").Status(context.Background()); err != nil {
 		t.Fatalf("right token refused: %v", err)
+	}
+}
+
+// TestDNSRebinding: a page that rebinds its own name to 127.0.0.1 sends
+// that name as Host; the API on loopback refuses it, with or without a
+// token, and answers to IP literals and localhost.
+func TestDNSRebinding(t *testing.T) {
+	for _, token := range []string{"", "s3cret"} {
+		srv, _ := newAPI(t, token)
+		_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+		for host, want := range map[string]int{
+			"evil.example:" + port:    http.StatusMisdirectedRequest,
+			"evil.example":            http.StatusMisdirectedRequest,
+			"LOCALHOST.evil.example.": http.StatusMisdirectedRequest,
+			"127.0.0.1:" + port:       http.StatusOK,
+			"[::1]:" + port:           http.StatusOK,
+			"localhost:" + port:       http.StatusOK,
+			"LocalHost.:" + port:      http.StatusOK,
+			"app.localhost:" + port:   http.StatusOK,
+			"10.1.2.3:" + port:        http.StatusOK, // an IP literal is not a rebound name
+		} {
+			for _, path := range []string{"/v1/status", "/v1/instances"} {
+				req, _ := http.NewRequest("GET", srv.URL+path, nil)
+				req.Host = host
+				if token != "" {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != want {
+					t.Errorf("token %q, Host %q, %s: %d %s, want %d", token, host, path, resp.StatusCode, body, want)
+				}
+			}
+		}
 	}
 }
 
