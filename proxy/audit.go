@@ -45,7 +45,8 @@ type audit struct {
 	handler           string
 	status            int
 	bytesIn, bytesOut int64
-	err               error // Outcome.Err or a proxy-side failure; logged, never sent
+	err               error  // Outcome.Err or a proxy-side failure; logged, never sent
+	via               string // how a captured connection arrived ("jail", "transparent"); "" for proxied
 }
 
 func (s *Server) logAudit(ctx context.Context, a *audit) {
@@ -79,6 +80,9 @@ func (s *Server) logAudit(ctx context.Context, a *audit) {
 		slog.Int64("bytes_in", a.bytesIn),
 		slog.Int64("bytes_out", a.bytesOut),
 		slog.Duration("duration", time.Since(a.start)),
+	}
+	if a.via != "" {
+		attrs = append(attrs, slog.String("via", a.via))
 	}
 	if a.err != nil {
 		// The Backend's error text is for the operator (interfaces.md: "the

@@ -23,6 +23,10 @@ type Backend interface {
 	Authenticate(id, token string) (Instance, bool)
 	// Connect decides a CONNECT to host (normalised) and port.
 	Connect(ctx context.Context, inst Instance, host string, port int) decision.Connect
+	// Raw decides a captured TCP stream to host (normalised) that carries
+	// neither TLS nor HTTP, whatever its port: steps 1 and 2, then only
+	// enableInternet opens it.
+	Raw(ctx context.Context, inst Instance, host string) decision.Connect
 	// Handle serves one request whose URL is absolute (http://host:port/p or
 	// https://host/p). It always returns a response to send to the sandbox:
 	// handler errors are 500, timeouts 504, upstream failures 502, blocks 520.

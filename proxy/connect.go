@@ -84,17 +84,25 @@ func (s *Server) refuseConnect(w http.ResponseWriter, r *http.Request, inst Inst
 	}
 }
 
+// leafer issues interception leaf certificates: an instance's CA.
+type leafer interface {
+	Leaf(string) (*tls.Certificate, error)
+}
+
+// authority is the instance's interception CA, or nil.
+func (s *Server) authority(inst Instance) leafer {
+	if s.opts.CAs != nil {
+		if ca, ok := s.opts.CAs.Get(inst.ID()); ok {
+			return ca
+		}
+	}
+	return nil
+}
+
 // intercept answers 200, terminates TLS with a leaf from the instance's CA
 // for the CONNECT host, and hands the connection to the inner server.
 func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance, h string, port int, a *audit) {
-	var authority interface {
-		Leaf(string) (*tls.Certificate, error)
-	}
-	if s.opts.CAs != nil {
-		if ca, ok := s.opts.CAs.Get(inst.ID()); ok {
-			authority = ca
-		}
-	}
+	authority := s.authority(inst)
 	t := &relay{inst: inst, host: h, port: port, mode: modeIntercept, a: a}
 	if authority == nil {
 		s.releaseSlot()
@@ -123,7 +131,15 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance
 		t.finish()
 		return
 	}
-	tlsConn := tls.Server(&countConn{Conn: bufferedConn(conn, brw.Reader), t: t}, &tls.Config{
+	s.terminate(t, bufferedConn(conn, brw.Reader), authority)
+}
+
+// terminate completes the sandbox's TLS handshake on conn with a leaf for
+// t.host and hands the connection to the inner server. A present SNI must
+// name t.host. It finishes t when the connection cannot be served.
+func (s *Server) terminate(t *relay, conn net.Conn, authority leafer) {
+	h, a := t.host, t.a
+	tlsConn := tls.Server(&countConn{Conn: conn, t: t}, &tls.Config{
 		MinVersion:       tls.VersionTLS12,
 		NextProtos:       []string{"h2", "http/1.1"},
 		CurvePreferences: s.interceptCurves(),
@@ -140,7 +156,7 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance
 		},
 	})
 	ctx, cancel := context.WithTimeout(s.baseCtx, s.opts.TLSHandshakeTimeout)
-	err = tlsConn.HandshakeContext(ctx)
+	err := tlsConn.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
 		a.err = fmt.Errorf("interception TLS handshake: %w", err)
@@ -148,11 +164,16 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance
 		t.finish()
 		return
 	}
-	s.mitm.Store(tlsConn, t)
-	if err := s.innerLn.push(tlsConn); err != nil {
-		s.mitm.Delete(tlsConn)
-		a.err = fmt.Errorf("serve intercepted connection: %w", err)
-		tlsConn.Close()
+	s.serveInner(t, tlsConn)
+}
+
+// serveInner hands a connection whose requests t owns to the inner server.
+func (s *Server) serveInner(t *relay, c net.Conn) {
+	s.mitm.Store(c, t)
+	if err := s.innerLn.push(c); err != nil {
+		s.mitm.Delete(c)
+		t.a.err = fmt.Errorf("serve intercepted connection: %w", err)
+		c.Close()
 		t.finish()
 	}
 }

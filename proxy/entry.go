@@ -62,8 +62,15 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusInternalServerError, "internal error")
 		return
 	}
-	a := &audit{start: time.Now(), id: s.newRequestID(), instance: t.inst, method: r.Method, scheme: "https",
+	scheme, defaultPort := "https", 443
+	if t.plain {
+		scheme, defaultPort = "http", 80
+	}
+	a := &audit{start: time.Now(), id: s.newRequestID(), instance: t.inst, method: r.Method, scheme: scheme,
 		host: t.host, port: t.port, path: r.URL.Path}
+	if t.a != nil {
+		a.via = t.a.via
+	}
 	defer s.logAudit(r.Context(), a)
 
 	if r.Method == http.MethodConnect {
@@ -82,10 +89,10 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hostport := bracket(t.host)
-	if t.port != 443 {
+	if t.port != defaultPort {
 		hostport = net.JoinHostPort(t.host, strconv.Itoa(t.port))
 	}
-	s.handle(w, r, t.inst, &url.URL{Scheme: "https", Host: hostport, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}, a, t)
+	s.handle(w, r, t.inst, &url.URL{Scheme: scheme, Host: hostport, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}, a, t)
 }
 
 func bracket(h string) string {

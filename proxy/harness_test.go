@@ -48,6 +48,7 @@ type fakeBackend struct {
 	tokens  map[string]string
 	rt      http.RoundTripper
 	connect func(inst Instance, host string, port int) decision.Connect
+	raw     func(inst Instance, host string) decision.Connect
 	handle  func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome)
 
 	trivial bool // benchmarks: forward without recording anything
@@ -70,6 +71,13 @@ func (b *fakeBackend) Connect(ctx context.Context, inst Instance, host string, p
 	}
 	if port == 443 {
 		return decision.Connect{Allow: true, Intercept: true, Step: "intercept"}
+	}
+	return decision.Connect{Allow: true, Step: "internet"}
+}
+
+func (b *fakeBackend) Raw(ctx context.Context, inst Instance, host string) decision.Connect {
+	if b.raw != nil {
+		return b.raw(inst, host)
 	}
 	return decision.Connect{Allow: true, Step: "internet"}
 }

@@ -54,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"result"}),
 		tunnels: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "outbound_active_tunnels",
-			Help: "Open CONNECT tunnels, by mode (raw or intercept).",
+			Help: "Open CONNECT tunnels and captured connections, by mode (raw, intercept, or http for captured plain HTTP).",
 		}, []string{"mode"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.handlerSeconds, m.upstreamErrors, m.leafCache, m.tunnels} {
@@ -66,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, r := range []string{"hit", "miss"} {
 		m.leafCache.WithLabelValues(r)
 	}
-	for _, mode := range []string{modeRaw, modeIntercept} {
+	for _, mode := range []string{modeRaw, modeIntercept, modeCapturedHTTP} {
 		m.tunnels.WithLabelValues(mode)
 	}
 	return m, nil

@@ -28,6 +28,7 @@ type relay struct {
 	host     string
 	port     int
 	mode     string
+	plain    bool     // a captured plain-HTTP connection: its requests are http://
 	conn     net.Conn // the sandbox side, as hijacked
 	a        *audit   // logged when the tunnel ends
 	bytesIn  atomic.Int64

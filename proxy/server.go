@@ -71,6 +71,12 @@ type Options struct {
 	AuthFailRate  float64
 	AuthFailBurst int
 
+	// CaptureSniffTimeout is how long a captured connection to a port other
+	// than 80 or 443 may stay silent before it is decided as a raw stream
+	// (a protocol where the server speaks first). Default
+	// DefaultSniffTimeout.
+	CaptureSniffTimeout time.Duration
+
 	// InterceptPostQuantum offers the X25519MLKEM768 hybrid key exchange on
 	// the sandbox-facing (intercepted) TLS leg. Off by default: that hop is
 	// normally local, and the ML-KEM share costs about a third of each
@@ -130,6 +136,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.TLSHandshakeTimeout <= 0 {
 		opts.TLSHandshakeTimeout = DefaultTLSHandshakeTimeout
+	}
+	if opts.CaptureSniffTimeout <= 0 {
+		opts.CaptureSniffTimeout = DefaultSniffTimeout
 	}
 	if opts.MaxConns == 0 {
 		opts.MaxConns = DefaultMaxConns

@@ -272,13 +272,31 @@ func ConnectDecide(p *ClassPolicy, rt *Runtime, h string, port int) ConnectDecis
 	if allowed != nil && !allowed.Match(h) {
 		return ConnectDecision{Step: StepNotAllowed}
 	}
-	var s Step
-	if port == 443 || port == 80 {
-		s = fallback(p, allowed)
-	} else if p.EnableInternet {
-		s = StepInternet
-	} else {
-		s = StepDefaultDeny
+	if port != 443 && port != 80 {
+		return rawStep(p)
 	}
+	s := fallback(p, allowed)
 	return ConnectDecision{Step: s, Allow: !s.Blocks()}
+}
+
+// RawDecide decides a raw TCP stream to the canonical host h that carries
+// neither TLS nor HTTP, whatever its port (a connection captured by the
+// jail or the transparent listener): steps 1 and 2, then only
+// enableInternet opens it, as for a CONNECT to a port other than 80 or 443.
+func RawDecide(p *ClassPolicy, rt *Runtime, h string) ConnectDecision {
+	allowed, denied := p.effective(rt)
+	if denied != nil && denied.Match(h) {
+		return ConnectDecision{Step: StepDenied}
+	}
+	if allowed != nil && !allowed.Match(h) {
+		return ConnectDecision{Step: StepNotAllowed}
+	}
+	return rawStep(p)
+}
+
+func rawStep(p *ClassPolicy) ConnectDecision {
+	if p.EnableInternet {
+		return ConnectDecision{Step: StepInternet, Allow: true}
+	}
+	return ConnectDecision{Step: StepDefaultDeny}
 }

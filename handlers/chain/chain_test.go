@@ -215,6 +215,34 @@ func TestConnectDecide(t *testing.T) {
 	}
 }
 
+// TestRawDecide: a captured stream that is neither TLS nor HTTP gets the
+// rule of a CONNECT to a non-web port even on 80 and 443, and interception
+// does not open it.
+func TestRawDecide(t *testing.T) {
+	intercept := ClassSpec{Name: "I", EnableInternet: false, InterceptHTTPS: true, AllowedHosts: []string{"github.com"}}
+	open := ClassSpec{Name: "O", EnableInternet: true, DeniedHosts: []string{"evil.com"}}
+	tests := []struct {
+		name  string
+		class ClassSpec
+		host  string
+		step  Step
+		allow bool
+	}{
+		{"allowed host, internet off", intercept, "github.com", StepDefaultDeny, false},
+		{"not allowed", intercept, "example.com", StepNotAllowed, false},
+		{"denied before internet", open, "evil.com", StepDenied, false},
+		{"internet on", open, "example.com", StepInternet, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := RawDecide(mustClass(t, tt.class), nil, tt.host)
+			if d.Step != tt.step || d.Allow != tt.allow || d.Intercept {
+				t.Fatalf("got %+v (%v), want step %v allow %v", d, d.Step, tt.step, tt.allow)
+			}
+		})
+	}
+}
+
 func TestCompileScript(t *testing.T) {
 	info := []ClassSpec{
 		{Name: "A", AllowedHosts: []string{"a.com"}},

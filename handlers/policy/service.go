@@ -84,6 +84,26 @@ func (s *Service) Authenticate(id, token string) (*instances.Instance, bool) {
 // CONNECT gets the default block response: the blocked hook is for
 // requests, and a tunnel has none yet.
 func (s *Service) Connect(ctx context.Context, inst *instances.Instance, h string, port int) decision.Connect {
+	return s.decideTunnel(inst, func(sc *Script) chain.ConnectDecision {
+		return s.connectDecision(sc, inst, h, port)
+	})
+}
+
+// Raw decides a captured TCP stream to a canonical host that carries
+// neither TLS nor HTTP (chain.RawDecide), whatever its port.
+func (s *Service) Raw(ctx context.Context, inst *instances.Instance, h string) decision.Connect {
+	return s.decideTunnel(inst, func(sc *Script) chain.ConnectDecision {
+		cls := sc.Policy.Class(inst.Class())
+		if cls == nil {
+			s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
+			return chain.ConnectDecision{Step: chain.StepDefaultDeny}
+		}
+		return chain.RawDecide(cls, inst.Runtime(), h)
+	})
+}
+
+// decideTunnel decides a tunnel with decide on the current script.
+func (s *Service) decideTunnel(inst *instances.Instance, decide func(*Script) chain.ConnectDecision) decision.Connect {
 	if !inst.Alive() {
 		return decision.Connect{Step: "unauthenticated", Block: decision.AuthRequired(nil)}
 	}
@@ -92,7 +112,7 @@ func (s *Service) Connect(ctx context.Context, inst *instances.Instance, h strin
 	if sc == nil {
 		return decision.Connect{Step: "no_script", Block: decision.Text(nil, http.StatusServiceUnavailable, "No policy script is loaded")}
 	}
-	d := s.connectDecision(sc, inst, h, port)
+	d := decide(sc)
 	r := decision.Connect{Allow: d.Allow, Intercept: d.Intercept, Step: d.Step.String()}
 	if !d.Allow {
 		r.Block = decision.Blocked(nil)

@@ -28,6 +28,10 @@ func (b backend) Connect(ctx context.Context, inst proxy.Instance, host string, 
 	return b.svc.Connect(ctx, inst.(*instances.Instance), host, port)
 }
 
+func (b backend) Raw(ctx context.Context, inst proxy.Instance, host string) decision.Connect {
+	return b.svc.Raw(ctx, inst.(*instances.Instance), host)
+}
+
 func (b backend) Handle(ctx context.Context, inst proxy.Instance, req *http.Request) (*http.Response, decision.Outcome) {
 	return b.svc.Handle(ctx, inst.(*instances.Instance), req)
 }
