@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/outbound-dev/outbound/internal/decision"
@@ -53,6 +54,11 @@ type Capture struct {
 // is the name, never the address the client chose. A refused connection is
 // closed; a refused HTTP request gets the block response.
 func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
+	// The inner server owns an intercepted or plain-HTTP connection once it
+	// is handed over; closing it is how the caller learns it has ended.
+	nc := &notifyConn{Conn: conn, closed: make(chan struct{})}
+	conn = nc
+	defer func() { <-nc.closed }()
 	a := &audit{start: time.Now(), id: s.newRequestID(), instance: c.Instance, method: http.MethodConnect,
 		scheme: "tcp", host: c.Host, port: c.Port, via: c.Via}
 	handedOff := false // once a tunnel owns the audit record, it logs it
@@ -234,6 +240,26 @@ func replay(conn net.Conn, seen []byte, br *bufio.Reader) net.Conn {
 // the client's end of stream.
 func (p *prefixConn) CloseWrite() error {
 	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// notifyConn closes its channel when the connection is closed.
+type notifyConn struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (n *notifyConn) Close() error {
+	err := n.Conn.Close()
+	n.once.Do(func() { close(n.closed) })
+	return err
+}
+
+func (n *notifyConn) CloseWrite() error {
+	if cw, ok := n.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return errors.ErrUnsupported

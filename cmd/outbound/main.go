@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/outbound-dev/outbound/proxy/jail"
 )
 
 type command struct {
@@ -53,8 +55,11 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
-	if args[0] == "demo-child" { // hidden: the child side of `outbound demo`
+	switch args[0] { // hidden helpers, started by outbound itself
+	case "demo-child": // the child side of `outbound demo`
 		return cmdDemoChild(args[1:], stdout, stderr)
+	case jail.ChildVerb: // the jail's side of `outbound run --jail`
+		return jail.ChildMain(args[1:], stderr)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {

@@ -5,25 +5,35 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/proxy/childenv"
 	"github.com/outbound-dev/outbound/proxy/control"
 	"github.com/outbound-dev/outbound/proxy/control/client"
+	"github.com/outbound-dev/outbound/proxy/jail"
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	var f serveFlags
 	var id, class, token string
-	fs := newFlags("run", "run --script FILE [--id ID] [--class C] [serve flags] -- CMD [ARGS...]\n       outbound run --admin URL --id ID [--token T] -- CMD [ARGS...]",
-		"outbound run --script examples/github-token.js --env-file .dev.vars -- curl -s https://api.github.com/user", stdout)
+	var jailed bool
+	fs := newFlags("run", "run --script FILE [--id ID] [--class C] [--jail] [serve flags] -- CMD [ARGS...]\n       outbound run --admin URL --id ID [--token T] -- CMD [ARGS...]",
+		"outbound run --script examples/github-token.js --env-file .dev.vars -- curl -s https://api.github.com/user\n  outbound run --jail --script examples/github-token.js -- node -e \"fetch('https://api.github.com/user').then(r => console.log(r.status))\"", stdout)
 	f.register(fs, "127.0.0.1:0", "")
 	fs.StringVar(&id, "id", "", "instance `ID` (default: generated)")
 	fs.StringVar(&class, "class", "", "the script `CLASS` of the instance (default: the only class)")
+	fs.BoolVar(&jailed, "jail", false, "enforce capture (Linux): run CMD in its own network namespace whose only way out is outbound; every TCP connection and DNS query is captured, everything else dropped")
 	fs.StringVar(&token, "token", os.Getenv("OUTBOUND_INSTANCE_TOKEN"), "attach mode: the `TOKEN` of an instance that already exists (also OUTBOUND_INSTANCE_TOKEN)")
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
@@ -32,11 +42,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if len(argv) == 0 {
 		return fail(stderr, "run", 2, "no command given: outbound run [flags] -- CMD [ARGS...]")
 	}
+	if jailed && runtime.GOOS != "linux" {
+		return fail(stderr, "run", 1, "--jail is Linux-only: it needs Linux network namespaces and a TUN device")
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 
 	var created control.Created
 	if f.script == "" {
+		if jailed {
+			return fail(stderr, "run", 2, "--jail needs the embedded proxy: give --script (a captured connection is served in this process)")
+		}
 		if f.admin == "" {
 			return fail(stderr, "run", 2, "give --script to run an embedded proxy, or --admin URL to attach to a running one")
 		}
@@ -76,6 +92,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 			return fail(stderr, "run", 1, "creating instance: %v", err)
 		}
 		cfg.Logger.Debug("embedded proxy", "proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(), "instance", created.ID)
+		if jailed {
+			return runJailed(srv, cfg.Logger, created, argv, stderr)
+		}
 	}
 	return runChild(created, argv, stderr)
 }
@@ -112,49 +131,106 @@ func attach(ctx context.Context, c *client.Client, id, class, token string) (con
 // runChild runs argv with the instance environment and returns its exit
 // status, forwarding signals and removing the CA files afterwards.
 func runChild(created control.Created, argv []string, stderr io.Writer) int {
-	dir, err := os.MkdirTemp("", "outbound-run-")
-	if err != nil {
-		return fail(stderr, "run", 1, "%v", err)
+	dir, env, code := childEnv(created, created.ProxyURL, stderr)
+	if code >= 0 {
+		return code
 	}
 	defer os.RemoveAll(dir)
-	roots, err := childenv.SystemRoots(os.Environ())
-	if err != nil {
-		return fail(stderr, "run", 1, "%v", err)
-	}
-	paths, err := childenv.WriteFiles(dir, []byte(created.CAPEM), roots)
-	if err != nil {
-		return fail(stderr, "run", 1, "%v", err)
-	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = childenv.Merge(os.Environ(), childenv.Vars(created.ID, created.ProxyURL, paths))
+	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// A wrapper killed with SIGKILL cannot forward anything: the kernel
 	// ends the child with it, so no sandbox outlives its proxy.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithParent()
 
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(sigs)
+	var proc atomic.Pointer[os.Process]
+	defer forwardSignals(&proc)()
 	if err := cmd.Start(); err != nil {
 		return fail(stderr, "run", 127, "starting %s: %v", argv[0], err)
 	}
+	proc.Store(cmd.Process)
+	return exitStatus(cmd.Wait(), stderr)
+}
+
+// runJailed is runChild with CMD in a jail whose only way out is srv:
+// connections are captured into srv, and the proxy variables name the
+// proxy at its address inside the jail.
+func runJailed(srv *app.App, log *slog.Logger, created control.Created, argv []string, stderr io.Writer) int {
+	proxyURL, err := url.Parse(created.ProxyURL)
+	if err != nil {
+		return fail(stderr, "run", 1, "bad proxy URL: %v", err)
+	}
+	proxyURL.Host = netip.AddrPortFrom(jail.Gateway, jail.ProxyPort).String()
+	dir, env, code := childEnv(created, proxyURL.String(), stderr)
+	if code >= 0 {
+		return code
+	}
+	defer os.RemoveAll(dir)
+	var proc atomic.Pointer[os.Process]
+	defer forwardSignals(&proc)()
+	j, err := jail.Start(jail.Options{
+		Argv: argv, Env: env, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Dir: dir,
+		Stack: jail.StackOptions{
+			Proxy:  srv.ProxyDialAddr(),
+			Logger: log,
+			Serve: func(ctx context.Context, conn net.Conn, host string, port int) {
+				srv.ServeCaptured(ctx, conn, created.ID, host, port)
+			},
+		},
+	})
+	if err != nil {
+		return fail(stderr, "run", 1, "--jail: %v", strings.TrimPrefix(err.Error(), "jail: "))
+	}
+	proc.Store(j.Process())
+	return exitStatus(j.Wait(), stderr)
+}
+
+// childEnv writes the CA files into a new temporary directory and returns
+// it with CMD's environment; code is the exit status when that failed, else
+// -1. The caller removes the directory.
+func childEnv(created control.Created, proxyURL string, stderr io.Writer) (dir string, env []string, code int) {
+	dir, err := os.MkdirTemp("", "outbound-run-")
+	if err != nil {
+		return "", nil, fail(stderr, "run", 1, "%v", err)
+	}
+	roots, err := childenv.SystemRoots(os.Environ())
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fail(stderr, "run", 1, "%v", err)
+	}
+	paths, err := childenv.WriteFiles(dir, []byte(created.CAPEM), roots)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fail(stderr, "run", 1, "%v", err)
+	}
+	return dir, childenv.Merge(os.Environ(), childenv.Vars(created.ID, proxyURL, paths)), -1
+}
+
+// forwardSignals passes the signals a wrapper gets on to the process in
+// proc (none until it is stored) until the returned func is called.
+func forwardSignals(proc *atomic.Pointer[os.Process]) (stop func()) {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case s := <-sigs:
-				cmd.Process.Signal(s)
+				if p := proc.Load(); p != nil {
+					p.Signal(s)
+				}
 			case <-done:
 				return
 			}
 		}
 	}()
-	err = cmd.Wait()
-	close(done)
-	return exitStatus(cmd, err, stderr)
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
 }
 
-func exitStatus(cmd *exec.Cmd, err error, stderr io.Writer) int {
+func exitStatus(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}

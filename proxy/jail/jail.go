@@ -1,0 +1,64 @@
+// Package jail runs a command in its own network namespace whose only way
+// out is outbound: `outbound run --jail`.
+//
+// The jail's namespace holds its own loopback and one TUN device, tun0,
+// that every route points at. Outbound reads tun0's packets in its own
+// process, through a userspace TCP/IP stack (gVisor's netstack), so nothing
+// on the host is configured: no iptables, no `ip` binary, no kernel module.
+// Each TCP connection, to any address and port, is handed to the proxy as a
+// captured connection; DNS on port 53 (UDP and TCP, any address) is answered
+// from a pool of private addresses that map back to names (package fakedns);
+// every other packet is dropped.
+//
+// The namespaces are made by a child: outbound re-executes itself (the
+// hidden `jail-child` command) in new user, network and mount namespaces,
+// where it creates tun0, points /etc/resolv.conf at outbound with a bind
+// mount, passes the TUN file descriptor back over a Unix socket
+// (SCM_RIGHTS), and then executes the command. As root the user namespace
+// maps every id to itself, so the command keeps its identity but holds no
+// capability over the host's namespaces and cannot leave the jail with
+// setns.
+//
+// It does not decide anything: captured connections go to the Serve
+// function it is given (the proxy's ServeCaptured).
+package jail
+
+import (
+	"net/netip"
+)
+
+// The jail's address plan. Everything is inside 198.18.0.0/15 (RFC 2544,
+// reserved for benchmarks, never routed on the internet) and a ULA prefix.
+var (
+	// Gateway is outbound's own address in the jail: the nameserver in
+	// resolv.conf, and the proxy listener at ProxyPort.
+	Gateway = netip.MustParseAddr("198.18.0.1")
+	// Self is the jail's address on tun0.
+	Self = netip.MustParseAddr("198.18.0.2")
+	// Self6 is the jail's IPv6 address on tun0.
+	Self6 = netip.MustParseAddr("fd6a:6169:6c00::2")
+	// Pool is the prefix names are mapped into, from PoolFirst on.
+	Pool      = netip.MustParsePrefix("198.18.0.0/15")
+	PoolFirst = netip.MustParseAddr("198.18.1.0")
+)
+
+// ProxyPort is the port of the proxy listener at Gateway: connections to
+// it reach outbound's real proxy listener, so clients that honour
+// HTTP_PROXY keep working inside the jail.
+const ProxyPort = 3128
+
+// MTU of tun0 and of the stack. Larger than Ethernet's so bulk transfers
+// take fewer packets; nothing on the path is a real link.
+const MTU = 16384
+
+// ChildVerb is the hidden command that runs ChildMain: outbound's main, or
+// a test binary's TestMain, must dispatch it.
+const ChildVerb = "jail-child"
+
+// TUN is the name of the jail's device.
+const TUN = "tun0"
+
+// ResolvConf is the content bound over /etc/resolv.conf in the jail.
+func ResolvConf() string {
+	return "# written by outbound run --jail: names resolve through outbound\nnameserver " + Gateway.String() + "\n"
+}

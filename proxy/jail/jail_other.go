@@ -1,0 +1,56 @@
+//go:build !linux
+
+package jail
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// ErrUnsupported: the jail needs Linux namespaces and a TUN device.
+var ErrUnsupported = errors.New("--jail is Linux-only: it needs Linux network namespaces and a TUN device")
+
+// ServeFunc serves one captured TCP connection to host and port.
+type ServeFunc func(ctx context.Context, conn net.Conn, host string, port int)
+
+// StackOptions configure the jail's stack (Linux only).
+type StackOptions struct {
+	Serve  ServeFunc
+	Proxy  netip.AddrPort
+	Logger *slog.Logger
+}
+
+// Options configure Start (Linux only).
+type Options struct {
+	Argv             []string
+	Env              []string
+	Stdin            io.Reader
+	Stdout, Stderr   io.Writer
+	Dir              string
+	Stack            StackOptions
+	HandshakeTimeout time.Duration
+}
+
+// Cmd is a jailed command (Linux only).
+type Cmd struct{}
+
+// Start fails: there is no jail on this system.
+func Start(Options) (*Cmd, error) { return nil, ErrUnsupported }
+
+// Process is nil: there is no jail on this system.
+func (*Cmd) Process() *os.Process { return nil }
+
+// Wait fails: there is no jail on this system.
+func (*Cmd) Wait() error { return ErrUnsupported }
+
+// ChildMain fails: there is no jail on this system.
+func ChildMain(args []string, stderr io.Writer) int {
+	io.WriteString(stderr, "outbound: "+ErrUnsupported.Error()+"\n")
+	return 1
+}
