@@ -23,6 +23,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if url := os.Getenv("OUTBOUND_TEST_WS_CLIENT"); url != "" { // the jail test's client
+		os.Exit(wsClientMain(url))
+	}
 	dir, err := os.MkdirTemp("", "outbound-cli-test-")
 	if err != nil {
 		panic(err)

@@ -81,6 +81,25 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(stderr, "run", 2, "%v", err)
 		}
+		var pending *jail.Pending
+		var jailDir string
+		if jailed {
+			// The jail is built first: a kernel that refuses it is the
+			// one thing said, before anything else starts.
+			if jailDir, err = os.MkdirTemp("", "outbound-run-"); err != nil {
+				return fail(stderr, "run", 1, "%v", err)
+			}
+			defer os.RemoveAll(jailDir)
+			pending, err = jail.Prepare(jail.Options{Argv: argv, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Dir: jailDir})
+			if err != nil {
+				return fail(stderr, "run", 1, "--jail: %v", strings.TrimPrefix(err.Error(), "jail: "))
+			}
+			defer func() {
+				if pending != nil {
+					pending.Abort()
+				}
+			}()
+		}
 		srv, err := app.New(ctx, cfg)
 		if err != nil {
 			return fail(stderr, "run", 1, "%v", err)
@@ -93,7 +112,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.Logger.Debug("embedded proxy", "proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(), "instance", created.ID)
 		if jailed {
-			return runJailed(srv, cfg.Logger, created, argv, stderr)
+			p := pending
+			pending = nil // runJailed owns it now
+			return runJailed(p, jailDir, srv, cfg.Logger, created, stderr)
 		}
 	}
 	return runChild(created, argv, stderr)
@@ -131,11 +152,15 @@ func attach(ctx context.Context, c *client.Client, id, class, token string) (con
 // runChild runs argv with the instance environment and returns its exit
 // status, forwarding signals and removing the CA files afterwards.
 func runChild(created control.Created, argv []string, stderr io.Writer) int {
-	dir, env, code := childEnv(created, created.ProxyURL, stderr)
-	if code >= 0 {
-		return code
+	dir, err := os.MkdirTemp("", "outbound-run-")
+	if err != nil {
+		return fail(stderr, "run", 1, "%v", err)
 	}
 	defer os.RemoveAll(dir)
+	env, err := childEnv(dir, created, created.ProxyURL)
+	if err != nil {
+		return fail(stderr, "run", 1, "%v", err)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -152,30 +177,28 @@ func runChild(created control.Created, argv []string, stderr io.Writer) int {
 	return exitStatus(cmd.Wait(), stderr)
 }
 
-// runJailed is runChild with CMD in a jail whose only way out is srv:
-// connections are captured into srv, and the proxy variables name the
-// proxy at its address inside the jail.
-func runJailed(srv *app.App, log *slog.Logger, created control.Created, argv []string, stderr io.Writer) int {
+// runJailed starts the command in the jail p built, with every connection
+// captured into srv and the proxy variables naming the proxy at its address
+// inside the jail, and returns its exit status.
+func runJailed(p *jail.Pending, dir string, srv *app.App, log *slog.Logger, created control.Created, stderr io.Writer) int {
 	proxyURL, err := url.Parse(created.ProxyURL)
 	if err != nil {
+		p.Abort()
 		return fail(stderr, "run", 1, "bad proxy URL: %v", err)
 	}
 	proxyURL.Host = netip.AddrPortFrom(jail.Gateway, jail.ProxyPort).String()
-	dir, env, code := childEnv(created, proxyURL.String(), stderr)
-	if code >= 0 {
-		return code
+	env, err := childEnv(dir, created, proxyURL.String())
+	if err != nil {
+		p.Abort()
+		return fail(stderr, "run", 1, "%v", err)
 	}
-	defer os.RemoveAll(dir)
 	var proc atomic.Pointer[os.Process]
 	defer forwardSignals(&proc)()
-	j, err := jail.Start(jail.Options{
-		Argv: argv, Env: env, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Dir: dir,
-		Stack: jail.StackOptions{
-			Proxy:  srv.ProxyDialAddr(),
-			Logger: log,
-			Serve: func(ctx context.Context, conn net.Conn, host string, port int) {
-				srv.ServeCaptured(ctx, conn, created.ID, host, port)
-			},
+	j, err := p.Start(env, jail.StackOptions{
+		Proxy:  srv.ProxyDialAddr(),
+		Logger: log,
+		Serve: func(ctx context.Context, conn net.Conn, host string, port int) {
+			srv.ServeCaptured(ctx, conn, created.ID, host, port)
 		},
 	})
 	if err != nil {
@@ -185,25 +208,17 @@ func runJailed(srv *app.App, log *slog.Logger, created control.Created, argv []s
 	return exitStatus(j.Wait(), stderr)
 }
 
-// childEnv writes the CA files into a new temporary directory and returns
-// it with CMD's environment; code is the exit status when that failed, else
-// -1. The caller removes the directory.
-func childEnv(created control.Created, proxyURL string, stderr io.Writer) (dir string, env []string, code int) {
-	dir, err := os.MkdirTemp("", "outbound-run-")
-	if err != nil {
-		return "", nil, fail(stderr, "run", 1, "%v", err)
-	}
+// childEnv writes the CA files into dir and returns CMD's environment.
+func childEnv(dir string, created control.Created, proxyURL string) ([]string, error) {
 	roots, err := childenv.SystemRoots(os.Environ())
 	if err != nil {
-		os.RemoveAll(dir)
-		return "", nil, fail(stderr, "run", 1, "%v", err)
+		return nil, err
 	}
 	paths, err := childenv.WriteFiles(dir, []byte(created.CAPEM), roots)
 	if err != nil {
-		os.RemoveAll(dir)
-		return "", nil, fail(stderr, "run", 1, "%v", err)
+		return nil, err
 	}
-	return dir, childenv.Merge(os.Environ(), childenv.Vars(created.ID, proxyURL, paths)), -1
+	return childenv.Merge(os.Environ(), childenv.Vars(created.ID, proxyURL, paths)), nil
 }
 
 // forwardSignals passes the signals a wrapper gets on to the process in

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -18,11 +19,14 @@ import (
 const childSocketFD = 3
 
 // Messages on the socket: the child sends msgReady with the TUN descriptor
-// or msgError and a text; the parent answers msgGo once its stack runs.
+// or msgError and a text; once its stack runs the parent answers msgGo, one
+// msgVar per variable of the command's environment, and msgEnd.
 const (
 	msgReady = 'K'
 	msgError = 'E'
 	msgGo    = 'G'
+	msgVar   = 'V'
+	msgEnd   = 'Z'
 )
 
 // ChildMain is the hidden `outbound jail-child --resolv PATH -- CMD ARGS...`
@@ -49,9 +53,9 @@ func ChildMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	tun.Close()
-	var b [1]byte
-	if n, err := unix.Read(childSocketFD, b[:]); err != nil || n != 1 || b[0] != msgGo {
-		fmt.Fprintln(stderr, "outbound run: --jail: outbound went away before the command started")
+	env, err := receiveEnv()
+	if err != nil {
+		fmt.Fprintf(stderr, "outbound run: --jail: %v\n", err)
 		return 1
 	}
 	sock.Close()
@@ -61,14 +65,45 @@ func ChildMain(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "outbound run: --jail: dropping capabilities: %v\n", err)
 		return 1
 	}
+	// LookPath searches the command's PATH, as exec.Command does in run.
+	os.Clearenv()
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			os.Setenv(k, v)
+		}
+	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "outbound run: starting %s: %v\n", argv[0], err)
 		return 127
 	}
-	err = syscall.Exec(path, argv, os.Environ())
+	err = syscall.Exec(path, argv, env)
 	fmt.Fprintf(stderr, "outbound run: starting %s: %v\n", argv[0], err)
 	return 127
+}
+
+// receiveEnv waits for the parent's go-ahead and the command's environment.
+func receiveEnv() ([]string, error) {
+	buf := make([]byte, 256<<10)
+	n, err := unix.Read(childSocketFD, buf)
+	if err != nil || n != 1 || buf[0] != msgGo {
+		return nil, errors.New("outbound went away before the command started")
+	}
+	var env []string
+	for {
+		n, err := unix.Read(childSocketFD, buf)
+		if err != nil {
+			return nil, fmt.Errorf("receiving the command's environment: %w", err)
+		}
+		switch {
+		case n == 1 && buf[0] == msgEnd:
+			return env, nil
+		case n > 0 && buf[0] == msgVar:
+			env = append(env, string(buf[1:n]))
+		default:
+			return nil, errors.New("outbound went away before the command started")
+		}
+	}
 }
 
 // buildNetwork makes the jail's network in the current (new) namespaces:

@@ -26,22 +26,29 @@ type StackOptions struct {
 	Logger *slog.Logger
 }
 
-// Options configure Start (Linux only).
+// Options configure Prepare (Linux only).
 type Options struct {
 	Argv             []string
-	Env              []string
 	Stdin            io.Reader
 	Stdout, Stderr   io.Writer
 	Dir              string
-	Stack            StackOptions
 	HandshakeTimeout time.Duration
 }
+
+// Pending is a built jail (Linux only).
+type Pending struct{}
 
 // Cmd is a jailed command (Linux only).
 type Cmd struct{}
 
+// Prepare fails: there is no jail on this system.
+func Prepare(Options) (*Pending, error) { return nil, ErrUnsupported }
+
+// Abort does nothing: there is no jail on this system.
+func (*Pending) Abort() {}
+
 // Start fails: there is no jail on this system.
-func Start(Options) (*Cmd, error) { return nil, ErrUnsupported }
+func (*Pending) Start([]string, StackOptions) (*Cmd, error) { return nil, ErrUnsupported }
 
 // Process is nil: there is no jail on this system.
 func (*Cmd) Process() *os.Process { return nil }

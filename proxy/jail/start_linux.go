@@ -15,15 +15,20 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Options configure Start.
+// Options configure Prepare.
 type Options struct {
 	Argv             []string // the command and its arguments
-	Env              []string
 	Stdin            io.Reader
 	Stdout, Stderr   io.Writer
-	Dir              string // a private directory for the jail's resolv.conf
-	Stack            StackOptions
+	Dir              string        // a private directory for the jail's resolv.conf
 	HandshakeTimeout time.Duration // for the child's setup; default 30s
+}
+
+// Pending is a jail that is built but has not started its command.
+type Pending struct {
+	cmd *exec.Cmd
+	uc  *net.UnixConn
+	tun *os.File
 }
 
 // Cmd is a command running in a jail.
@@ -32,9 +37,11 @@ type Cmd struct {
 	stack *Stack
 }
 
-// Start builds the jail, starts its stack, and starts the command in it.
-// An error names what the kernel refused; nothing has been left running.
-func Start(opts Options) (*Cmd, error) {
+// Prepare builds the jail: namespaces, tun0, resolv.conf. It runs nothing
+// of the command yet, so a kernel that refuses the jail is found out before
+// anything else starts. An error names what the kernel refused; nothing is
+// left running.
+func Prepare(opts Options) (*Pending, error) {
 	if len(opts.Argv) == 0 {
 		return nil, errors.New("jail: no command")
 	}
@@ -60,7 +67,7 @@ func Start(opts Options) (*Cmd, error) {
 	defer parentEnd.Close()
 
 	cmd := exec.Command(self, append([]string{ChildVerb, "--resolv", resolv, "--"}, opts.Argv...)...)
-	cmd.Env = opts.Env
+	cmd.Env = []string{} // the command's environment comes with Start
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
 	cmd.ExtraFiles = []*os.File{childEnd}
 	cmd.SysProcAttr = sysProcAttr()
@@ -69,33 +76,60 @@ func Start(opts Options) (*Cmd, error) {
 	if err != nil {
 		return nil, namespaceError(err)
 	}
-	fail := func(err error) (*Cmd, error) {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, err
-	}
+	p := &Pending{cmd: cmd}
 	conn, err := net.FileConn(parentEnd)
 	if err != nil {
-		return fail(fmt.Errorf("jail: socket to the jail: %w", err))
+		p.Abort()
+		return nil, fmt.Errorf("jail: socket to the jail: %w", err)
 	}
-	defer conn.Close()
-	uc := conn.(*net.UnixConn)
-	_ = uc.SetDeadline(time.Now().Add(opts.HandshakeTimeout))
-	tun, err := receiveTUN(uc)
+	p.uc = conn.(*net.UnixConn)
+	_ = p.uc.SetDeadline(time.Now().Add(opts.HandshakeTimeout))
+	if p.tun, err = receiveTUN(p.uc); err != nil {
+		p.Abort()
+		return nil, err
+	}
+	_ = p.uc.SetDeadline(time.Time{})
+	return p, nil
+}
+
+// Abort ends a jail whose command never started.
+func (p *Pending) Abort() {
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	if p.uc != nil {
+		p.uc.Close()
+	}
+	if p.tun != nil {
+		p.tun.Close()
+	}
+}
+
+// Start runs the jail's stack and starts the command with env. On an error
+// the jail is gone.
+func (p *Pending) Start(env []string, stackOpts StackOptions) (*Cmd, error) {
+	st, err := NewStack(p.tun, stackOpts)
 	if err != nil {
-		return fail(err)
+		p.Abort()
+		return nil, err
 	}
-	st, err := NewStack(tun, opts.Stack)
-	if err != nil {
-		tun.Close()
-		return fail(err)
-	}
+	p.tun = nil // the stack owns it
 	st.Start()
-	if _, err := uc.Write([]byte{msgGo}); err != nil {
-		st.Close()
-		return fail(fmt.Errorf("jail: starting the command: %w", err))
+	// One message a variable: each is at most the kernel's 128 KiB limit for
+	// one exec string, well under a socket buffer.
+	msgs := [][]byte{{msgGo}}
+	for _, kv := range env {
+		msgs = append(msgs, append([]byte{msgVar}, kv...))
 	}
-	return &Cmd{cmd: cmd, stack: st}, nil
+	msgs = append(msgs, []byte{msgEnd})
+	for _, m := range msgs {
+		if _, err := p.uc.Write(m); err != nil {
+			st.Close()
+			p.Abort()
+			return nil, fmt.Errorf("jail: starting the command: %w", err)
+		}
+	}
+	p.uc.Close()
+	return &Cmd{cmd: p.cmd, stack: st}, nil
 }
 
 // receiveTUN reads the child's answer: the TUN descriptor, or what failed.
