@@ -13,6 +13,7 @@ var (
 	ErrNotFound       = errors.New("instance not found")
 	ErrExists         = errors.New("instance already exists")
 	ErrBadID          = errors.New("invalid instance id")
+	ErrSourceTaken    = errors.New("source range already belongs to another instance")
 	ErrUnknownClass   = errors.New("unknown class")
 	ErrUnknownMethod  = errors.New("unknown runtime method")
 	ErrBadArgs        = errors.New("bad arguments")
@@ -41,7 +42,7 @@ func Status(err error) int {
 		return http.StatusOK
 	case errors.Is(err, ErrNotFound), errors.Is(err, ErrUnknownMethod):
 		return http.StatusNotFound
-	case errors.Is(err, ErrExists):
+	case errors.Is(err, ErrExists), errors.Is(err, ErrSourceTaken):
 		return http.StatusConflict
 	case errors.Is(err, ErrBadArgs), errors.Is(err, ErrUnknownHandler), errors.Is(err, ErrBadID),
 		errors.Is(err, ErrUnknownClass), errors.Is(err, hostmatch.ErrBadPattern):

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,7 @@ type Instance struct {
 	id, class string
 	tokenHash [32]byte
 	created   time.Time
+	sources   []netip.Prefix // client ranges of the transparent listener
 
 	mu    sync.Mutex // serialises method calls on this instance
 	state atomic.Pointer[state]
@@ -77,6 +79,9 @@ func (inst *Instance) Class() string { return inst.class }
 
 // Created returns when the instance was created.
 func (inst *Instance) Created() time.Time { return inst.created }
+
+// Sources returns the client address ranges attributed to the instance.
+func (inst *Instance) Sources() []netip.Prefix { return slices.Clone(inst.sources) }
 
 // Alive reports whether the instance has not been deleted.
 func (inst *Instance) Alive() bool { return !inst.gone.Load() }
@@ -118,7 +123,7 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("restore instance %s: %w", rec.ID, err)
 		}
-		inst := &Instance{id: rec.ID, class: rec.Class, tokenHash: rec.TokenHash, created: rec.Created}
+		inst := &Instance{id: rec.ID, class: rec.Class, tokenHash: rec.TokenHash, created: rec.Created, sources: rec.Sources}
 		inst.state.Store(&state{ov: ov, rt: rt})
 		r.byID[rec.ID] = inst
 	}
@@ -149,8 +154,20 @@ func randomHex(n int) string {
 
 // Create makes an instance and returns it with its token, the only time
 // the token exists outside the sandbox. An empty id gets "sbx-<random>"; an
-// empty class gets the script's only class.
-func (r *Registry) Create(ctx context.Context, id, class string) (*Instance, string, error) {
+// empty class gets the script's only class. Sources are the client ranges
+// the transparent listener attributes to it; a range that overlaps another
+// instance's is refused, so every client address names one instance.
+func (r *Registry) Create(ctx context.Context, id, class string, sources ...netip.Prefix) (*Instance, string, error) {
+	sources = slices.Clone(sources)
+	for i, p := range sources {
+		if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:10.0.0.0/104 is 10.0.0.0/8
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		if !p.IsValid() || p.Addr().Is4In6() {
+			return nil, "", fmt.Errorf("%w: invalid source range %s", ErrBadArgs, p)
+		}
+		sources[i] = p.Masked()
+	}
 	pol := r.opts.Policy()
 	if pol == nil {
 		return nil, "", fmt.Errorf("%w: no policy script is loaded", ErrUnknownClass)
@@ -176,11 +193,14 @@ func (r *Registry) Create(ctx context.Context, id, class string) (*Instance, str
 	} else if r.exists(id) {
 		return nil, "", fmt.Errorf("%w: %s", ErrExists, id)
 	}
+	if err := r.sourcesFree(sources); err != nil {
+		return nil, "", err
+	}
 	token := randomHex(32) // 256 bits
-	inst := &Instance{id: id, class: class, tokenHash: sha256.Sum256([]byte(token)), created: r.opts.Now().UTC()}
+	inst := &Instance{id: id, class: class, tokenHash: sha256.Sum256([]byte(token)), created: r.opts.Now().UTC(), sources: sources}
 	inst.state.Store(&state{rt: emptyRuntime})
 	if r.opts.Store != nil {
-		err := r.opts.Store.CreateInstance(ctx, store.Instance{ID: id, Class: class, TokenHash: inst.tokenHash, Created: inst.created})
+		err := r.opts.Store.CreateInstance(ctx, store.Instance{ID: id, Class: class, TokenHash: inst.tokenHash, Created: inst.created, Sources: sources})
 		if errors.Is(err, store.ErrExists) {
 			return nil, "", fmt.Errorf("%w: %s", ErrExists, id)
 		}
@@ -192,6 +212,42 @@ func (r *Registry) Create(ctx context.Context, id, class string) (*Instance, str
 	r.byID[id] = inst
 	r.mu.Unlock()
 	return inst, token, nil
+}
+
+// sourcesFree refuses ranges that overlap each other or another instance's.
+func (r *Registry) sourcesFree(sources []netip.Prefix) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for i, p := range sources {
+		for _, q := range sources[:i] {
+			if p.Overlaps(q) {
+				return fmt.Errorf("%w: %s overlaps %s", ErrBadArgs, p, q)
+			}
+		}
+		for _, other := range r.byID {
+			for _, q := range other.sources {
+				if p.Overlaps(q) {
+					return fmt.Errorf("%w: %s overlaps %s of instance %s", ErrSourceTaken, p, q, other.id)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// BySource returns the live instance whose sources hold the client address.
+func (r *Registry) BySource(addr netip.Addr) (*Instance, bool) {
+	addr = addr.Unmap()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, inst := range r.byID {
+		for _, p := range inst.sources {
+			if p.Contains(addr) && inst.Alive() {
+				return inst, true
+			}
+		}
+	}
+	return nil, false
 }
 
 func (r *Registry) exists(id string) bool {

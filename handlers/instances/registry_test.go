@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -517,5 +518,51 @@ func TestNoScriptLoaded(t *testing.T) {
 	}
 	if _, _, err := r.Create(context.Background(), "x", "C"); !errors.Is(err, ErrUnknownClass) {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestSources: the transparent listener's client ranges name one instance
+// each, survive a restart, show in the view, and are gone with the
+// instance.
+func TestSources(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	r, _ := newRegistry(t, st, chain.ClassSpec{Name: "A"})
+	ctx := context.Background()
+	p := netip.MustParsePrefix
+	a, _, err := r.Create(ctx, "sbx-a", "", p("10.0.3.7/32"), p("fd00:1::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Create(ctx, "sbx-b", "", p("10.0.3.0/24")); !errors.Is(err, ErrSourceTaken) || Status(err) != 409 {
+		t.Fatalf("overlapping sources: %v", err)
+	}
+	if _, _, err := r.Create(ctx, "sbx-c", "", p("10.0.4.0/24"), p("10.0.4.8/29")); !errors.Is(err, ErrBadArgs) {
+		t.Fatalf("self-overlapping sources: %v", err)
+	}
+	if _, _, err := r.Create(ctx, "sbx-d", "", p("::ffff:10.0.5.0/120")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ addr, want string }{
+		{"10.0.3.7", "sbx-a"}, {"::ffff:10.0.3.7", "sbx-a"}, {"fd00:1::9", "sbx-a"}, {"10.0.5.3", "sbx-d"}, {"10.0.3.8", ""},
+	} {
+		got, ok := r.BySource(netip.MustParseAddr(tc.addr))
+		if (tc.want == "") == ok || ok && got.ID() != tc.want {
+			t.Errorf("BySource(%s) = %v, %v; want %q", tc.addr, got, ok, tc.want)
+		}
+	}
+	if v := viewJSON(t, r.View(a)); !strings.Contains(v, `"sources":["10.0.3.7/32","fd00:1::/64"]`) {
+		t.Fatalf("view: %s", v)
+	}
+	st.Close()
+	r2, _ := newRegistry(t, openStore(t, dir), chain.ClassSpec{Name: "A"})
+	if got, ok := r2.BySource(netip.MustParseAddr("10.0.3.7")); !ok || got.ID() != "sbx-a" {
+		t.Fatal("sources lost on restart")
+	}
+	if err := r2.Delete(ctx, "sbx-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r2.BySource(netip.MustParseAddr("10.0.3.7")); ok {
+		t.Fatal("a deleted instance still owns its sources")
 	}
 }

@@ -23,6 +23,9 @@ type View struct {
 	OutboundByHost  ByHostView   `json:"outboundByHost"`
 
 	Created time.Time `json:"created"`
+	// Sources are the client ranges the transparent listener attributes to
+	// the instance.
+	Sources []string `json:"sources,omitempty"`
 	// ClassMissing is true when the current script has no such class; the
 	// instance is then blocked until a reload brings the class back.
 	ClassMissing bool `json:"classMissing,omitempty"`
@@ -133,6 +136,9 @@ func decodeOrderedObject(data []byte, fn func(key string, raw json.RawMessage) e
 func viewOf(inst *Instance, pol *chain.ScriptPolicy) View {
 	st := inst.state.Load()
 	v := View{ID: inst.id, Class: inst.class, Created: inst.created, OutboundByHost: ByHostView{}}
+	for _, p := range inst.sources {
+		v.Sources = append(v.Sources, p.String())
+	}
 	cls := pol.Class(inst.class)
 	if cls == nil {
 		v.ClassMissing = true

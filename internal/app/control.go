@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 
 	"github.com/outbound-dev/outbound/handlers/instances"
@@ -81,14 +82,15 @@ func (b *controlBackend) Status() any {
 	return v
 }
 
-func (b *controlBackend) CreateInstance(ctx context.Context, id, class string) (control.Created, error) {
-	return b.s.CreateInstance(ctx, id, class)
+func (b *controlBackend) CreateInstance(ctx context.Context, id, class string, sources []netip.Prefix) (control.Created, error) {
+	return b.s.CreateInstance(ctx, id, class, sources...)
 }
 
 // CreateInstance creates an instance and its CA. The token appears only in
-// the returned proxy URL.
-func (s *App) CreateInstance(ctx context.Context, id, class string) (control.Created, error) {
-	inst, token, err := s.registry.Create(ctx, id, class)
+// the returned proxy URL. Sources are the client ranges the transparent
+// listener attributes to the instance.
+func (s *App) CreateInstance(ctx context.Context, id, class string, sources ...netip.Prefix) (control.Created, error) {
+	inst, token, err := s.registry.Create(ctx, id, class, sources...)
 	if err != nil {
 		return control.Created{}, apiError(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"time"
 )
 
@@ -30,6 +31,9 @@ type Instance struct {
 	// Overrides is the JSON of the instance's runtime overrides, or nil
 	// when none are set.
 	Overrides json.RawMessage
+	// Sources are the client address ranges the transparent listener
+	// attributes to the instance (serve --transparent); nil for none.
+	Sources []netip.Prefix
 }
 
 // ChangeKind says what a Change is about.

@@ -42,7 +42,9 @@ type Created struct {
 // Backend is what the control API drives.
 type Backend interface {
 	Status() any
-	CreateInstance(ctx context.Context, id, class string) (Created, error)
+	// CreateInstance creates an instance; sources are the client ranges the
+	// transparent listener attributes to it (none for most instances).
+	CreateInstance(ctx context.Context, id, class string, sources []netip.Prefix) (Created, error)
 	ListInstances() []any
 	GetInstance(id string) (any, error)
 	DeleteInstance(ctx context.Context, id string) error
@@ -56,6 +58,24 @@ type Backend interface {
 	// dialing nothing.
 	Explain(ctx context.Context, id, rawURL, method string) (any, error)
 	KV(binding string) (store.KV, bool)
+}
+
+// ParseSources reads the "sources" of an instance: CIDR ranges, or bare
+// addresses meaning just that address.
+func ParseSources(in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("bad source %q: want a CIDR such as 10.0.3.7/32", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // Error is an error with the HTTP status it should be answered with. The
@@ -202,14 +222,20 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) create(w http.ResponseWriter, r *http.Request) {
 	var body struct {
-		ID    string `json:"id"`
-		Class string `json:"class"`
+		ID      string   `json:"id"`
+		Class   string   `json:"class"`
+		Sources []string `json:"sources"`
 	}
 	if err := decodeJSON(w, r, &body, true); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	c, err := a.b.CreateInstance(r.Context(), body.ID, body.Class)
+	sources, err := ParseSources(body.Sources)
+	if err != nil {
+		a.fail(w, r, &Error{Status: http.StatusBadRequest, Msg: err.Error()})
+		return
+	}
+	c, err := a.b.CreateInstance(r.Context(), body.ID, body.Class, sources)
 	if err != nil {
 		a.fail(w, r, err)
 		return

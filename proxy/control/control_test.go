@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -51,7 +52,7 @@ type fakeBackend struct {
 }
 
 func (f *fakeBackend) Status() any { return map[string]bool{"ok": true} }
-func (f *fakeBackend) CreateInstance(_ context.Context, id, class string) (control.Created, error) {
+func (f *fakeBackend) CreateInstance(_ context.Context, id, class string, _ []netip.Prefix) (control.Created, error) {
 	if id == "taken" {
 		return control.Created{}, control.Errorf(http.StatusConflict, "instance %q exists", id)
 	}

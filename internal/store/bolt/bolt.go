@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -101,6 +102,7 @@ type instanceRecord struct {
 	Class     string    `json:"class"`
 	TokenHash string    `json:"tokenSha256"`
 	Created   time.Time `json:"created"`
+	Sources   []string  `json:"sources,omitempty"`
 }
 
 // Instances implements store.Store.
@@ -117,6 +119,13 @@ func (s *Bolt) Instances(ctx context.Context) ([]store.Instance, error) {
 				return fmt.Errorf("instance %q: %w", k, err)
 			}
 			inst := store.Instance{ID: r.ID, Class: r.Class, Created: r.Created}
+			for _, src := range r.Sources {
+				p, err := netip.ParsePrefix(src)
+				if err != nil {
+					return fmt.Errorf("instance %q: source %q: %w", k, src, err)
+				}
+				inst.Sources = append(inst.Sources, p)
+			}
 			h, err := hex.DecodeString(r.TokenHash)
 			if err != nil || len(h) != len(inst.TokenHash) {
 				return fmt.Errorf("instance %q: bad token hash", k)
@@ -140,7 +149,11 @@ func (s *Bolt) CreateInstance(ctx context.Context, inst store.Instance) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	rec, err := json.Marshal(instanceRecord{ID: inst.ID, Class: inst.Class, TokenHash: hex.EncodeToString(inst.TokenHash[:]), Created: inst.Created.UTC()})
+	r := instanceRecord{ID: inst.ID, Class: inst.Class, TokenHash: hex.EncodeToString(inst.TokenHash[:]), Created: inst.Created.UTC()}
+	for _, p := range inst.Sources {
+		r.Sources = append(r.Sources, p.String())
+	}
+	rec, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}

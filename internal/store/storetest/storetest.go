@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -39,7 +40,8 @@ func testInstances(t *testing.T, b Backend) {
 	unsub := s.Subscribe(func(c store.Change) { mu.Lock(); changes = append(changes, c); mu.Unlock() })
 
 	created := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	a := store.Instance{ID: "sbx-a", Class: "A", Created: created, TokenHash: [32]byte{1, 2, 3}}
+	a := store.Instance{ID: "sbx-a", Class: "A", Created: created, TokenHash: [32]byte{1, 2, 3},
+		Sources: []netip.Prefix{netip.MustParsePrefix("10.0.3.7/32"), netip.MustParsePrefix("fd00::/64")}}
 	bb := store.Instance{ID: "sbx-b", Class: "B", Created: created, TokenHash: [32]byte{9}}
 	for _, inst := range []store.Instance{a, bb} {
 		if err := s.CreateInstance(ctx, inst); err != nil {
@@ -89,7 +91,7 @@ func testInstances(t *testing.T, b Backend) {
 			t.Fatalf("instances %s: %+v", when, ins)
 		}
 		ga := ins[0]
-		if ga.Class != "A" || ga.TokenHash != a.TokenHash || !ga.Created.Equal(created) {
+		if ga.Class != "A" || ga.TokenHash != a.TokenHash || !ga.Created.Equal(created) || !slices.Equal(ga.Sources, a.Sources) || ins[1].Sources != nil {
 			t.Errorf("instance a %s: %+v", when, ga)
 		}
 		if !jsonEqual(ga.Overrides, ov) {
