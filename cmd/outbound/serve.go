@@ -122,6 +122,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("serve", "serve --script PATH [flags]",
 		"outbound serve --script examples/github-token.js --env-file .dev.vars --kv KEYS", stdout)
 	f.register(fs, "127.0.0.1:3128", "127.0.0.1:3129")
+	var transparentAddr string
+	fs.StringVar(&transparentAddr, "transparent", "", "also accept connections a firewall redirected to `ADDR` (iptables/nftables REDIRECT or TPROXY; Linux): each is decided for the instance whose \"sources\" hold the client address")
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
@@ -132,13 +134,18 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "serve", 2, "%v", err)
 	}
+	cfg.Transparent = transparentAddr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	srv, err := app.New(ctx, cfg)
 	if err != nil {
 		return fail(stderr, "serve", 1, "%v", err)
 	}
-	cfg.Logger.Info("outbound serving", "proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(), "script", cfg.Script, "state", cfg.StateDir)
+	attrs := []any{"proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(), "script", cfg.Script, "state", cfg.StateDir}
+	if a := srv.TransparentAddr(); a != nil {
+		attrs = append(attrs, "transparent", a.String())
+	}
+	cfg.Logger.Info("outbound serving", attrs...)
 	if err := srv.Serve(ctx); err != nil {
 		return fail(stderr, "serve", 1, "%v", err)
 	}

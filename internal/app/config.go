@@ -15,6 +15,7 @@ type Config struct {
 	Script         string
 	Listen         string // proxy listener, default 127.0.0.1:3128
 	Admin          string // control API listener, default 127.0.0.1:3129
+	Transparent    string // serve --transparent: listener for redirected connections (Linux); "" for none
 	AdminToken     string
 	EnvFile        string            // "" means .dev.vars beside the script, if present
 	Vars           map[string]string // --var

@@ -53,6 +53,7 @@ type App struct {
 	admin    *http.Server
 	proxyLn  net.Listener
 	adminLn  net.Listener
+	transLn  net.Listener // serve --transparent, or nil
 	metrics  *metrics
 	events   *events.Hub
 
@@ -177,6 +178,9 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if ap, perr := netip.ParseAddrPort(s.adminLn.Addr().String()); perr == nil {
 		guard.AddSelf(ap)
 	}
+	if err := s.listenTransparent(ctx, guard); err != nil {
+		return nil, err
+	}
 
 	s.proxy, err = proxy.New(proxy.Options{
 		Backend: backend{s.svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
@@ -276,12 +280,13 @@ func (s *App) Reload(ctx context.Context) error { return s.reloader.Reload(ctx) 
 // Serve serves both listeners and watches the script until ctx is done, then
 // shuts down gracefully.
 func (s *App) Serve(ctx context.Context) error {
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- s.proxy.Serve(s.proxyLn) }()
 	go func() { errc <- s.admin.Serve(s.adminLn) }()
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() { errc <- s.reloader.Run(watchCtx) }()
+	transDone := s.serveTransparent(watchCtx, errc)
 
 	var err error
 	select {
@@ -297,6 +302,7 @@ func (s *App) Serve(ctx context.Context) error {
 	defer cancel()
 	s.admin.Shutdown(shutdownCtx)
 	s.proxy.Shutdown(shutdownCtx)
+	<-transDone
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}
@@ -314,6 +320,9 @@ func (s *App) Close() error {
 		}
 		if s.adminLn != nil {
 			s.adminLn.Close()
+		}
+		if s.transLn != nil {
+			s.transLn.Close()
 		}
 		if s.reloader != nil {
 			errs = append(errs, s.reloader.Close())
