@@ -24,7 +24,8 @@ const ctlUsage = `ctl [--admin URL] [--admin-token T] VERB ...
 Verbs:
   status                          server status
   list                            every instance
-  create ID [--class C]           create an instance (prints proxy_url and ca_pem once)
+  create ID [--class C]           create an instance (prints proxy_url and ca_pem once);
+         [--source CIDR]...       --source: client range serve --transparent attributes to it
   show ID                         one instance
   delete ID                       delete an instance
   METHOD ID [ARG...]              a runtime method; each ARG is JSON, or a bare string
@@ -89,18 +90,20 @@ func ctlVerb(ctx context.Context, c *client.Client, verb string, args []string, 
 		fs := flag.NewFlagSet("create", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		class := fs.String("class", "", "")
+		var sources listFlag
+		fs.Var(&sources, "source", "")
 		// Accept the id before or after --class.
 		var id string
 		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 			id, args = args[0], args[1:]
 		}
 		if err := fs.Parse(args); err != nil || fs.NArg() > 1 || (id != "" && fs.NArg() > 0) {
-			return nil, 2, fmt.Errorf("usage: outbound ctl create [ID] [--class C]")
+			return nil, 2, fmt.Errorf("usage: outbound ctl create [ID] [--class C] [--source CIDR]...")
 		}
 		if id == "" {
 			id = fs.Arg(0)
 		}
-		created, cerr := c.Create(ctx, id, *class)
+		created, cerr := c.Create(ctx, id, *class, sources...)
 		if cerr != nil {
 			return nil, 1, cerr
 		}

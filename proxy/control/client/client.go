@@ -95,12 +95,13 @@ func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
 }
 
 // Create creates an instance; id and class may be empty.
-func (c *Client) Create(ctx context.Context, id, class string) (control.Created, error) {
+func (c *Client) Create(ctx context.Context, id, class string, sources ...string) (control.Created, error) {
 	var out control.Created
 	body, err := jsonBody(struct {
-		ID    string `json:"id,omitempty"`
-		Class string `json:"class,omitempty"`
-	}{id, class})
+		ID      string   `json:"id,omitempty"`
+		Class   string   `json:"class,omitempty"`
+		Sources []string `json:"sources,omitempty"`
+	}{id, class, sources})
 	if err != nil {
 		return out, err
 	}
