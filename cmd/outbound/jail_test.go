@@ -57,8 +57,8 @@ func newJailFixture(t *testing.T) *jailFixture {
 		io.Copy(c, c)
 	}))
 	t.Cleanup(ws.Close)
-	echo := listen(t, func(c net.Conn) { io.Copy(c, c) })
-	fx.trap = listen(t, func(c net.Conn) { fx.trapped.Add(1) })
+	echo := apptest.ServeTCP(t, func(c net.Conn) { io.Copy(c, c) })
+	fx.trap = apptest.ServeTCP(t, func(c net.Conn) { fx.trapped.Add(1) })
 
 	fx.flags = []string{"--script", filepath.Join("..", "..", "testdata", "jail", "policy.js"),
 		"--var", "GITHUB_TOKEN=" + jailToken, "--var", "WS_SECRET=" + jailWSSecret,
@@ -72,26 +72,6 @@ func newJailFixture(t *testing.T) *jailFixture {
 		fx.flags = append(fx.flags, "--connect-to", "denied.test:"+port+":"+fx.trap)
 	}
 	return fx
-}
-
-// listen serves each connection to a loopback listener with serve.
-func listen(t *testing.T, serve func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); serve(c) }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // run runs argv in the jail and returns stdout, stderr and the exit status.
@@ -245,19 +225,7 @@ func TestJailExitStatusAndSignals(t *testing.T) {
 	if _, stderr, code := fx.run(t, nil, "no-such-command-xyz"); code != 127 || strings.Count(strings.TrimSpace(stderr), "\n") > 3 {
 		t.Fatalf("missing command: exit %d, stderr %s", code, stderr)
 	}
-	ready := filepath.Join(t.TempDir(), "ready")
-	args := append(append([]string{"run", "--jail"}, fx.flags...), "--", "sh", "-c",
-		`trap 'exit 42' TERM; touch `+ready+`; while :; do sleep 0.05; done`)
-	cmd := exec.Command(binary, args...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the jailed command to start", func() bool { _, err := os.Stat(ready); return err == nil })
-	cmd.Process.Signal(syscall.SIGTERM)
-	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
-		t.Fatalf("wrapper exit %v, want the command's 42 from its TERM trap", err)
-	}
+	checkForwardsSignals(t, append([]string{"run", "--jail"}, fx.flags...))
 }
 
 // TestJailUnprivileged: a user without privileges gets the same jail

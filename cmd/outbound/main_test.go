@@ -250,13 +250,23 @@ func waitFor(t *testing.T, what string, f func() bool) {
 }
 
 func TestRunForwardsSignals(t *testing.T) {
+	checkForwardsSignals(t, []string{"run", "--script", examplePath("json-block.js")})
+}
+
+// checkForwardsSignals runs `outbound ARGS -- sh -c ...` whose command
+// traps TERM, signals the wrapper, and wants the command's exit status.
+func checkForwardsSignals(t *testing.T, args []string) {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	cmd, _ := startRun(t, `trap 'exit 42' TERM; touch `+ready+`; while :; do sleep 0.05; done`)
-	waitFor(t, "the child to start", func() bool { _, err := os.Stat(ready); return err == nil })
+	cmd := exec.Command(binary, append(args, "--", "sh", "-c", `trap 'exit 42' TERM; touch `+ready+`; while :; do sleep 0.05; done`)...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the command to start", func() bool { _, err := os.Stat(ready); return err == nil })
 	cmd.Process.Signal(syscall.SIGTERM)
 	err := cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 42 {
-		t.Fatalf("wrapper exit %v, want the child's 42 from its TERM trap", err)
+		t.Fatalf("wrapper exit %v, want the command's 42 from its TERM trap", err)
 	}
 }
 

@@ -68,9 +68,9 @@ func transparentInNetns(t *testing.T) {
 		fmt.Fprintf(w, "plain saw host=%s", r.Host)
 	}))
 	t.Cleanup(plain.Close)
-	echo := listenLoop(t, func(c net.Conn) { io.Copy(c, c) })
+	echo := apptest.ServeTCP(t, func(c net.Conn) { io.Copy(c, c) })
 	var trapped atomic.Int64
-	trap := listenLoop(t, func(net.Conn) { trapped.Add(1) })
+	trap := apptest.ServeTCP(t, func(net.Conn) { trapped.Add(1) })
 
 	srv := apptest.Start(t, app.Config{
 		Script:      "../../testdata/jail/policy.js",
@@ -193,25 +193,6 @@ func iptables(t *testing.T, args ...string) {
 	if out, err := exec.Command("iptables", args...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables %v: %v\n%s", args, err, out)
 	}
-}
-
-func listenLoop(t *testing.T, serve func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); serve(c) }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 func createWithSources(t *testing.T, srv *apptest.Server, body string) control.Created {

@@ -166,3 +166,24 @@ func NewTLSUpstream(t testing.TB, h http.Handler, names ...string) *TLSUpstream 
 func (u *TLSUpstream) ConnectTo(host string, port int) string {
 	return fmt.Sprintf("%s:%d:127.0.0.1:%d", host, port, u.Port)
 }
+
+// ServeTCP serves each connection to a new loopback listener with serve,
+// until the test ends, and returns the listener's address.
+func ServeTCP(t testing.TB, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); serve(c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
