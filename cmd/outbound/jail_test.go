@@ -104,6 +104,9 @@ func requireJail(t *testing.T) {
 	if os.Getuid() == 0 {
 		return
 	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("CI runs as root: the jail tests must run there")
+	}
 	jailProbe.Do(func() {
 		_, stderr, code := outbound(t, nil, "run", "--jail", "--script", examplePath("json-block.js"), "--", "true")
 		if code != 0 {
@@ -115,13 +118,31 @@ func requireJail(t *testing.T) {
 	}
 }
 
+// need finds a client the test drives. In CI a missing one fails the test:
+// .ci/run installs them all.
 func need(t *testing.T, tool string) string {
 	t.Helper()
 	p, err := exec.LookPath(tool)
+	if err != nil && os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed in CI: .ci/run installs it", tool)
+	}
 	if err != nil {
 		t.Skipf("%s is not installed (.ci/run installs it)", tool)
 	}
 	return p
+}
+
+// needRoot skips a test that must play root's part, except in CI, which
+// runs as root.
+func needRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Getuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI runs as root, and %s", why)
+	}
+	t.Skip(why)
 }
 
 // TestJailNodeFetch is the acceptance check: Node 20's built-in
@@ -232,9 +253,7 @@ func TestJailExitStatusAndSignals(t *testing.T) {
 // through a user namespace, and stays who it is inside. Root plays that
 // user; where /dev/net/tun is closed to it, the refusal is one line.
 func TestJailUnprivileged(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("run as root to play an unprivileged user (as a user, every jail test is this one)")
-	}
+	needRoot(t, "root plays an unprivileged user here (as a user, every jail test is this one)")
 	fx := newJailFixture(t)
 	curl := need(t, "curl")
 	// nobody must reach the binary and the script.
@@ -297,9 +316,7 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 // TestJailRefusedIsOneLine: where the kernel gives no TUN device, --jail
 // says so in one line and exits 1; it never runs the command uncaptured.
 func TestJailRefusedIsOneLine(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("hiding /dev/net/tun in a mount namespace needs root")
-	}
+	needRoot(t, "hiding /dev/net/tun in a mount namespace needs root")
 	unshare := need(t, "unshare")
 	marker := filepath.Join(t.TempDir(), "ran")
 	cmd := exec.Command(unshare, "-m", "--propagation", "private", "sh", "-c",

@@ -122,7 +122,7 @@ func TestJailStack(t *testing.T) {
 
 	var out, errb bytes.Buffer
 	p, err := Prepare(Options{Argv: []string{os.Args[0]}, Stdout: &out, Stderr: &errb, Dir: t.TempDir()})
-	if err != nil && os.Getuid() != 0 {
+	if err != nil && os.Getuid() != 0 && os.Getenv("CI") == "" {
 		t.Skipf("this kernel refuses an unprivileged jail: %v", err)
 	}
 	if err != nil {
