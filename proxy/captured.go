@@ -155,7 +155,7 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 	}
 	a.step = dec.Step
 	if !dec.Allow {
-		a.status = http.StatusForbidden
+		a.status = decision.StatusBlocked // a nil Block means the default 520
 		if dec.Block != nil {
 			a.status = dec.Block.StatusCode
 			if dec.Block.Body != nil {
