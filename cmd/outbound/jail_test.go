@@ -57,6 +57,27 @@ func newJailFixture(t *testing.T) *jailFixture {
 		io.Copy(c, c)
 	}))
 	t.Cleanup(ws.Close)
+	// An event stream that sends its second event only once the client,
+	// having read the first, asks for it: a stream buffered anywhere on
+	// the way never finishes.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	sse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/release" {
+			releaseOnce.Do(func() { close(release) })
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprint(w, "data: two\n\n")
+	}))
+	t.Cleanup(sse.Close)
 	echo := apptest.ServeTCP(t, func(c net.Conn) { io.Copy(c, c) })
 	fx.trap = apptest.ServeTCP(t, func(c net.Conn) { fx.trapped.Add(1) })
 
@@ -66,6 +87,7 @@ func newJailFixture(t *testing.T) *jailFixture {
 		"--connect-to", fx.github.ConnectTo("api.github.com", 443),
 		"--connect-to", "plain.test:80:" + strings.TrimPrefix(plain.URL, "http://"),
 		"--connect-to", "ws.test:80:" + strings.TrimPrefix(ws.URL, "http://"),
+		"--connect-to", "sse.test:80:" + strings.TrimPrefix(sse.URL, "http://"),
 		"--connect-to", "raw.test:7000:" + echo,
 	}
 	for _, port := range []string{"80", "443", "7000"} {
@@ -160,7 +182,8 @@ func TestJailNodeFetch(t *testing.T) {
 // TestJailClientsThatIgnoreTheProxy: curl told to bypass the proxy, and
 // Python with the proxy variables removed, are captured over HTTPS and
 // HTTP; a proxy-honouring curl still works through the proxy's address in
-// the jail; a raw TCP client reaches its name's upstream.
+// the jail; a raw TCP client reaches its name's upstream; an event stream
+// arrives event by event.
 func TestJailClientsThatIgnoreTheProxy(t *testing.T) {
 	fx := newJailFixture(t)
 	curl, py := need(t, "curl"), need(t, "python3")
@@ -174,11 +197,16 @@ print("python", urllib.request.urlopen("https://api.github.com/user").read().dec
 s = socket.create_connection(("raw.test", 7000))
 s.sendall(b"\x00raw bytes\n")
 print("raw echo", repr(s.recv(100)))
+events = urllib.request.urlopen("http://sse.test/events")
+first = events.readline().decode().strip()
+urllib.request.urlopen("http://sse.test/release").read()
+print("sse", first, events.read().decode().strip())
 '`)
 	for _, want := range []string{
 		injected + "\nplain saw host=plain.test path=/p\nplain saw host=plain.test path=/via-proxy\n",
 		"python " + injected,
 		`raw echo b'\x00raw bytes\n'`,
+		"sse data: one data: two",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
