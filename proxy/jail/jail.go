@@ -47,9 +47,11 @@ var (
 // HTTP_PROXY keep working inside the jail.
 const ProxyPort = 3128
 
-// MTU of tun0 and of the stack. Larger than Ethernet's so bulk transfers
-// take fewer packets; nothing on the path is a real link.
-const MTU = 16384
+// MTU of tun0 and of the stack: near the largest a TUN device takes, so
+// bulk transfers take few packets (nothing on the path is a real link).
+// Measured on a loaded 2-core machine, a 256 MiB download through the jail
+// ran at 480-620 MB/s with it, against 360-490 MB/s at 16 KiB.
+const MTU = 65520
 
 // ChildVerb is the hidden command that runs ChildMain: outbound's main, or
 // a test binary's TestMain, must dispatch it.
