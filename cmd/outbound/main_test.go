@@ -18,6 +18,7 @@ import (
 
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/internal/app/apptest"
+	"github.com/outbound-dev/outbound/internal/platform"
 )
 
 var binary string
@@ -271,6 +272,9 @@ func checkForwardsSignals(t *testing.T, args []string) {
 }
 
 func TestKilledWrapperLeavesNothing(t *testing.T) {
+	if !platform.DiesWithParent {
+		t.Skipf("%s has no parent-death signal: the command outlives a wrapper killed outright", runtime.GOOS)
+	}
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	cmd, _ := startRun(t, `echo $$ > `+pidFile+`; while :; do sleep 0.05; done`)
 	var pid int

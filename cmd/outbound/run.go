@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/outbound-dev/outbound/internal/app"
+	"github.com/outbound-dev/outbound/internal/platform"
 	"github.com/outbound-dev/outbound/proxy/childenv"
 	"github.com/outbound-dev/outbound/proxy/control"
 	"github.com/outbound-dev/outbound/proxy/control/client"
@@ -164,9 +165,9 @@ func runChild(created control.Created, argv []string, stderr io.Writer) int {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	// A wrapper killed with SIGKILL cannot forward anything: the kernel
-	// ends the child with it, so no sandbox outlives its proxy.
-	cmd.SysProcAttr = dieWithParent()
+	// A wrapper killed with SIGKILL cannot forward anything: on Linux the
+	// kernel ends the child with it, so no sandbox outlives its proxy.
+	platform.DieWithParent(cmd)
 
 	var proc atomic.Pointer[os.Process]
 	defer forwardSignals(&proc)()

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/platform"
 	"github.com/outbound-dev/outbound/proxy/control"
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
@@ -64,7 +65,7 @@ func Start(ctx context.Context, o Options) (*Proc, error) {
 	p := &Proc{Listen: listen, Admin: admin, API: client.New("http://"+admin, ""), done: make(chan struct{})}
 	p.cmd = exec.Command(o.Bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	dieWithParent(p.cmd)
+	platform.DieWithParent(p.cmd) // a crashed harness leaves no proxy behind
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", o.Bin, err)
 	}
