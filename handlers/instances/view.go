@@ -11,7 +11,8 @@ import (
 
 // View is an instance as the control API shows it (interfaces.md). The
 // lists are the effective ones: the runtime override if set, else the
-// class's. Stale, ClassMissing, Created and CAPersisted are additions.
+// class's. Stale, ClassMissing, Created, CAPersisted and CANotAfter are
+// additions.
 type View struct {
 	ID              string       `json:"id"`
 	Class           string       `json:"class"`
@@ -35,6 +36,10 @@ type View struct {
 	// CAPersisted is always false: the instance CA is ephemeral, as
 	// upstream's, and a restart gives the instance a new one.
 	CAPersisted bool `json:"caPersisted"`
+	// CANotAfter is when the instance CA expires. The registry does not
+	// hold CAs: the assembly fills it in, and it is absent only while an
+	// instance is being created.
+	CANotAfter *time.Time `json:"caNotAfter,omitempty"`
 }
 
 // HandlerView is a runtime handler choice; Params is null when none given.

@@ -45,4 +45,12 @@ type Config struct {
 	// AuthFailRate disables the limit.
 	AuthFailRate  float64
 	AuthFailBurst int
+
+	// CAValidity is how long an instance CA lives from its creation (or
+	// from a restart, which gives every instance a new CA); 30 days. CAs
+	// are never rotated: see proxy/ca.
+	CAValidity time.Duration
+	// InterceptPostQuantum offers the X25519MLKEM768 hybrid on the
+	// sandbox-facing TLS leg (see proxy.Options).
+	InterceptPostQuantum bool
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"time"
 
 	"github.com/outbound-dev/outbound/handlers/instances"
 	"github.com/outbound-dev/outbound/handlers/policy"
@@ -100,7 +101,7 @@ func (s *App) CreateInstance(ctx context.Context, id, class string, sources ...n
 		return control.Created{}, fmt.Errorf("CA for instance %q: %w", inst.ID(), err)
 	}
 	u := url.URL{Scheme: "http", User: url.UserPassword(inst.ID(), token), Host: s.ProxyAddr().String()}
-	s.log.Info("instance created", "instance", inst.ID(), "class", inst.Class())
+	s.log.Info("instance created", "instance", inst.ID(), "class", inst.Class(), "caNotAfter", authority.NotAfter().UTC().Format(time.RFC3339))
 	return control.Created{ID: inst.ID(), Class: inst.Class(), ProxyURL: u.String(), CAPEM: string(authority.CertPEM())}, nil
 }
 
@@ -108,7 +109,7 @@ func (b *controlBackend) ListInstances() []any {
 	list := b.s.registry.List()
 	out := make([]any, 0, len(list))
 	for _, inst := range list {
-		out = append(out, b.s.registry.View(inst))
+		out = append(out, b.view(b.s.registry.View(inst)))
 	}
 	return out
 }
@@ -126,7 +127,16 @@ func (b *controlBackend) GetInstance(id string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.s.registry.View(inst), nil
+	return b.view(b.s.registry.View(inst)), nil
+}
+
+// view adds what the registry does not hold: the CA's expiry.
+func (b *controlBackend) view(v instances.View) instances.View {
+	if a, ok := b.s.cas.Get(v.ID); ok {
+		t := a.NotAfter().UTC()
+		v.CANotAfter = &t
+	}
+	return v
 }
 
 // DeleteInstance removes the instance, its token, its CA key, its trace and
@@ -166,7 +176,7 @@ func (b *controlBackend) Call(ctx context.Context, id, method string, args []jso
 	if err != nil {
 		return nil, apiError(err)
 	}
-	return v, nil
+	return b.view(v), nil
 }
 
 // Explain decides a URL for the instance as its live traffic is decided.

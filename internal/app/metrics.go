@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outbound-dev/outbound/internal/events"
+	"github.com/outbound-dev/outbound/proxy/ca"
 )
 
 // metrics are the server's own series; the proxy registers its own.
@@ -48,4 +49,20 @@ func (m *metrics) scriptLoaded(gen int, err error) {
 	}
 	m.loads.WithLabelValues("ok").Inc()
 	m.scriptError.Set(0)
+}
+
+// caExpiry reports the earliest expiry among the instance CAs, so an alert
+// can fire well before a sandbox's CA runs out. With no instances it
+// reports nothing rather than a misleading zero.
+type caExpiry struct{ cas *ca.Registry }
+
+var caExpiryDesc = prometheus.NewDesc("outbound_ca_next_expiry_timestamp_seconds",
+	"When the first of the instance CAs expires (Unix seconds); a CA is never rotated, so recreate that instance before then.", nil, nil)
+
+func (c caExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- caExpiryDesc }
+
+func (c caExpiry) Collect(ch chan<- prometheus.Metric) {
+	if t, ok := c.cas.NextExpiry(); ok {
+		ch <- prometheus.MustNewConstMetric(caExpiryDesc, prometheus.GaugeValue, float64(t.Unix()))
+	}
 }

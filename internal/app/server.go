@@ -114,7 +114,10 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		return nil, err
 	}
 	s.up = up
-	s.cas = ca.NewRegistry(ca.Options{OnLeafLookup: pm.LeafLookup})
+	s.cas = ca.NewRegistry(ca.Options{OnLeafLookup: pm.LeafLookup, Validity: cfg.CAValidity})
+	if err := reg.Register(caExpiry{s.cas}); err != nil {
+		return nil, err
+	}
 
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
@@ -188,6 +191,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
 		MaxConns: cfg.MaxConns, MaxTunnels: cfg.MaxTunnels,
 		AuthFailRate: cfg.AuthFailRate, AuthFailBurst: cfg.AuthFailBurst,
+		InterceptPostQuantum: cfg.InterceptPostQuantum,
 	})
 	if err != nil {
 		return nil, err

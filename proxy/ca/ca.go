@@ -41,7 +41,9 @@ const renewBefore = time.Hour
 
 // Options configure every Authority made by New or a Registry.
 type Options struct {
-	// Validity bounds the CA's lifetime (and so every leaf's). Default 30 days.
+	// Validity is the CA's lifetime from its creation, and bounds every
+	// leaf's. Default 30 days. A CA is never rotated: the sandbox trusts the
+	// one certificate it was given, so a new CA would break it at once.
 	Validity time.Duration
 	// CacheSize is the number of leaves kept per CA. Default 1024.
 	CacheSize int
@@ -153,6 +155,9 @@ func (a *Authority) CertPEM() []byte {
 // Certificate is the parsed CA certificate (public data only).
 func (a *Authority) Certificate() *x509.Certificate { return a.cert }
 
+// NotAfter is when the CA expires; from then on Leaf fails with ErrExpired.
+func (a *Authority) NotAfter() time.Time { return a.cert.NotAfter }
+
 // Leaf returns a certificate for host, which must already be normalised (see
 // handlers/host): a DNS name, or an IP literal which gets an IP SAN. Leaves
 // are cached; concurrent first calls for one host mint once.
@@ -161,6 +166,10 @@ func (a *Authority) Leaf(host string) (*tls.Certificate, error) {
 		return nil, errors.New("ca: leaf for empty host")
 	}
 	now := a.opts.Now()
+	if !now.Before(a.cert.NotAfter) {
+		// A leaf minted now would already be expired: say why instead.
+		return nil, fmt.Errorf("%w: instance %q, at %s; delete and create the instance again (or restart outbound) for a new CA", ErrExpired, a.id, a.cert.NotAfter.UTC().Format(time.RFC3339))
+	}
 	if c, ok := a.cache.Get(host); ok && now.Add(renewBefore).Before(c.Leaf.NotAfter) {
 		a.lookup(true)
 		return c, nil
@@ -249,6 +258,9 @@ func truncate(s string, n int) string {
 // ErrExists is returned by Registry.Add for an id that already has a CA.
 var ErrExists = errors.New("ca: instance already has a CA")
 
+// ErrExpired is returned by Leaf once the CA's lifetime is over.
+var ErrExpired = errors.New("ca: the instance CA has expired")
+
 // Registry holds the CAs of the live instances, by instance id.
 type Registry struct {
 	opts Options
@@ -283,6 +295,19 @@ func (r *Registry) Get(id string) (*Authority, bool) {
 	defer r.mu.RUnlock()
 	a, ok := r.cas[id]
 	return a, ok
+}
+
+// NextExpiry is the earliest NotAfter among the CAs held; ok is false
+// when there are none.
+func (r *Registry) NextExpiry() (t time.Time, ok bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, a := range r.cas {
+		if na := a.NotAfter(); !ok || na.Before(t) {
+			t, ok = na, true
+		}
+	}
+	return t, ok
 }
 
 // Remove forgets the instance's CA. Its key becomes unreachable (and is

@@ -219,6 +219,52 @@ func TestLeafRenewedNearExpiry(t *testing.T) {
 	}
 }
 
+// An expired CA refuses to mint, with an error that says so and what to
+// do, rather than handing the sandbox an expired leaf.
+func TestExpiredCARefusesLeaves(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	a := newCA(t, "sbx-old", Options{Validity: 48 * time.Hour, Now: clock})
+	if want := now.Add(48 * time.Hour); !a.NotAfter().Equal(want) {
+		t.Fatalf("NotAfter = %v, want %v", a.NotAfter(), want)
+	}
+	if _, err := a.Leaf("x.example"); err != nil {
+		t.Fatal(err)
+	}
+	now = a.NotAfter().Add(-time.Second)
+	if l, err := a.Leaf("x.example"); err != nil || l.Leaf.NotAfter.After(a.NotAfter()) {
+		t.Fatalf("leaf a second before expiry: %v", err)
+	}
+	now = a.NotAfter()
+	_, err := a.Leaf("x.example")
+	if !errors.Is(err, ErrExpired) {
+		t.Fatalf("Leaf at expiry: %v, want ErrExpired", err)
+	}
+	for _, want := range []string{`"sbx-old"`, "2030-01-03T00:00:00Z", "create the instance again"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+func TestRegistryNextExpiry(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := NewRegistry(Options{Validity: 24 * time.Hour, Now: func() time.Time { return now }})
+	if _, ok := r.NextExpiry(); ok {
+		t.Fatal("NextExpiry of an empty registry is set")
+	}
+	r.Add("first")
+	now = now.Add(time.Hour)
+	r.Add("second")
+	if got, ok := r.NextExpiry(); !ok || !got.Equal(time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("NextExpiry = %v %v, want the first CA's", got, ok)
+	}
+	r.Remove("first")
+	if got, _ := r.NextExpiry(); !got.Equal(time.Date(2030, 1, 2, 1, 0, 0, 0, time.UTC)) {
+		t.Fatalf("NextExpiry after removing the first = %v", got)
+	}
+}
+
 func TestCacheBounded(t *testing.T) {
 	a := newCA(t, "a", Options{CacheSize: 4})
 	for i := range 10 {
