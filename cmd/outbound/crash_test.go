@@ -14,12 +14,14 @@ import (
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
 
-// startServe runs `outbound serve` on ephemeral ports and returns the
-// process and its control API client once it is ready.
-func startServe(t *testing.T, script, state string) (*exec.Cmd, *client.Client) {
+// startServe runs `outbound serve` on ephemeral ports, with any extra
+// flags, and returns the process and its control API client once it is
+// ready.
+func startServe(t *testing.T, script, state string, extra ...string) (*exec.Cmd, *client.Client) {
 	t.Helper()
-	cmd := exec.Command(binary, "serve", "--script", script, "--state", state,
-		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json")
+	args := []string{"serve", "--script", script, "--state", state,
+		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"}
+	cmd := exec.Command(binary, append(args, extra...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

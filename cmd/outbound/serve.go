@@ -25,6 +25,7 @@ type serveFlags struct {
 	allowPrivate                                       bool
 	handlerTimeout                                     time.Duration
 	logFormat, logLevel                                string
+	limits                                             limitFlags
 }
 
 func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
@@ -44,6 +45,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.DurationVar(&f.handlerTimeout, "handler-timeout", engine.DefaultTimeout, "wall-clock limit for one handler invocation")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	f.limits.register(fs)
 }
 
 func defaultStateDir() (string, error) {
@@ -90,8 +92,12 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 	}
 	for _, kv := range f.vars {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return c, fmt.Errorf("bad --var %q: want KEY=VALUE", k)
+		switch {
+		case !ok:
+			return c, fmt.Errorf("bad --var %q: want KEY=VALUE", kv)
+		case k == "":
+			// The value may be a secret: name the flag, not its value.
+			return c, fmt.Errorf(`bad --var "=…" (value not shown): the KEY before "=" is empty; want KEY=VALUE`)
 		}
 		c.Vars[k] = v
 	}
@@ -108,6 +114,9 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 	}
 	if f.handlerTimeout <= 0 {
 		return c, fmt.Errorf("bad --handler-timeout %s: must be positive", f.handlerTimeout)
+	}
+	if err := f.limits.apply(&c); err != nil {
+		return c, err
 	}
 	if c.StateDir == "" {
 		if c.StateDir, err = defaultStateDir(); err != nil {
