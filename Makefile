@@ -7,8 +7,11 @@ FUZZTIME ?= 20000x
 
 .PHONY: build test vet cross unit examples fuzz-ci fuzz bench bench-go bench-load demo lint soak ui-screenshot clean
 
+# Stamp the commit for `outbound version` where git can read the checkout;
+# elsewhere (no .git, or a checkout git calls of dubious ownership) build
+# without it rather than fail.
 build:
-	$(GO) build -o $(BIN) ./cmd/outbound
+	@$(GO) build -buildvcs=auto -o $(BIN) ./cmd/outbound 2>/dev/null || $(GO) build -buildvcs=false -o $(BIN) ./cmd/outbound
 
 vet:
 	$(GO) vet ./...

@@ -29,6 +29,7 @@ func commands() []command {
 		{"test", "run handler tests (*.test.js, *.test.ts) against a policy script", cmdTest},
 		{"ctl", "a client of the control API", cmdCtl},
 		{"demo", "a self-contained demo: proxy, handler and a local upstream", cmdDemo},
+		{"version", "print the version, commit and Go toolchain", cmdVersion},
 	}
 }
 
@@ -36,9 +37,9 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "outbound: zero-trust egress for sandboxes, with Worker-style handlers")
 	fmt.Fprintln(w, "\nUsage: outbound COMMAND [flags]\n\nCommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-6s  %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-7s  %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'outbound COMMAND --help' for a command's flags and an example.")
+	fmt.Fprintln(w, "\nRun 'outbound COMMAND --help' for a command's flags and an example,\n'outbound --version' for the version.")
 }
 
 func main() {
@@ -54,6 +55,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "-help", "help":
 		usage(stdout)
 		return 0
+	case "--version", "-version":
+		return cmdVersion(args[1:], stdout, stderr)
 	}
 	switch args[0] { // hidden helpers, started by outbound itself
 	case "demo-child": // the child side of `outbound demo`
