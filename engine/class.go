@@ -25,6 +25,7 @@ type classTable struct {
 	outbound *handler
 	byHost   map[string]*handler
 	named    map[string]*handler
+	blocked  *handler // the class's own hook; nil falls back to the module's
 }
 
 // rawClass is what introspect.js reports about a class, not yet validated.
@@ -36,7 +37,38 @@ type rawClass struct {
 	defOrder int
 }
 
-// readClasses validates introspect.js's report and builds the handler tables.
+// readBlocked reads the module's named export blocked, the hook of every
+// class that has none of its own.
+func (iso *isolate) readBlocked(desc, mod *goja.Object) error {
+	v := desc.Get("blocked")
+	if !isSet(v) {
+		return nil
+	}
+	fn, ok := goja.AssertFunction(v)
+	if !ok {
+		p := iso.prog
+		return &ScriptError{File: p.info.Path, Line: 1, Col: 1, Msg: "export blocked must be a function, got " + jsapi.Describe(v)}
+	}
+	iso.blocked = &handler{fn: fn, this: mod}
+	return nil
+}
+
+// blockedHook is the hook that builds a block response for class: its
+// own, else the module's.
+func (iso *isolate) blockedHook(class string) (*handler, error) {
+	if tab := iso.classes[class]; tab != nil && tab.blocked != nil {
+		return tab.blocked, nil
+	}
+	if iso.blocked == nil {
+		return nil, &HandlerError{Msg: fmt.Sprintf("class %s has no blocked hook and the script does not export one", class)}
+	}
+	return iso.blocked, nil
+}
+
+func isSet(v goja.Value) bool { return v != nil && !goja.IsUndefined(v) && !goja.IsNull(v) }
+
+// readClasses validates introspect.js's report and builds the handler
+// tables. The module's blocked export is read first (readBlocked).
 func (iso *isolate) readClasses(desc *goja.Object) ([]chain.ClassSpec, error) {
 	vm := iso.vm
 	p := iso.prog
@@ -103,7 +135,6 @@ func (iso *isolate) readClass(rc rawClass) (chain.ClassSpec, *classTable, error)
 	fail := func(format string, args ...any) (chain.ClassSpec, *classTable, error) {
 		return chain.ClassSpec{}, nil, iso.classError(rc, fmt.Sprintf("class %s: ", rc.name)+fmt.Sprintf(format, args...))
 	}
-	isSet := func(v goja.Value) bool { return v != nil && !goja.IsUndefined(v) && !goja.IsNull(v) }
 	for _, b := range []struct {
 		name string
 		dst  *bool
@@ -185,5 +216,13 @@ func (iso *isolate) readClass(rc rawClass) (chain.ClassSpec, *classTable, error)
 		}
 		sort.Strings(cfg.Handlers)
 	}
+	if v := o.Get("blocked"); isSet(v) {
+		fn, ok := goja.AssertFunction(v)
+		if !ok {
+			return fail("blocked must be a function, got %s", jsapi.Describe(v))
+		}
+		tab.blocked = &handler{fn: fn, this: rc.self}
+	}
+	cfg.HasBlocked = tab.blocked != nil || iso.blocked != nil
 	return cfg, tab, nil
 }

@@ -18,7 +18,7 @@ import (
 type ScriptInfo struct {
 	Path       string
 	Classes    []chain.ClassSpec // in definition order
-	HasBlocked bool              // the module exports blocked(request, env, ctx)
+	HasBlocked bool              // the module exports blocked(request, env, ctx); see also ClassSpec.HasBlocked
 	Inputs     []string          // absolute paths of every file in the bundle
 }
 

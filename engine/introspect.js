@@ -26,6 +26,7 @@
         outbound: v.outbound !== undefined ? v.outbound : v.outboundProxy,
         outboundByHost: v.outboundByHost,
         outboundHandlers: v.outboundHandlers === undefined && v.outboundProxies === undefined ? undefined : Object.assign({}, v.outboundProxies, v.outboundHandlers),
+        blocked: v.blocked,
         self: v,
       });
       continue;
@@ -51,6 +52,7 @@
       outbound: v.outbound !== undefined ? v.outbound : v.outboundProxy,
       outboundByHost: v.outboundByHost,
       outboundHandlers: hs === undefined && ps === undefined ? undefined : (ps === hs ? hs : Object.assign({}, ps, hs)),
+      blocked: v.blocked, // static, like the handlers
       self: v,
     });
   }

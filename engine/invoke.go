@@ -138,10 +138,7 @@ func (iso *isolate) finish(resp *http.Response, err error, fatal bool) {
 
 func (iso *isolate) resolve(c *Call) (*handler, error) {
 	if c.Handler.Kind == chain.HandlerBlocked {
-		if iso.blocked == nil {
-			return nil, &HandlerError{Msg: "the script does not export blocked"}
-		}
-		return iso.blocked, nil
+		return iso.blockedHook(c.Class)
 	}
 	tab := iso.classes[c.Class]
 	if tab == nil {

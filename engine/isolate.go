@@ -107,14 +107,12 @@ func newIsolate(p *Program, cfg jsapi.Config, evalTimeout time.Duration) (*isola
 		return nil, nil, p.evalError(err)
 	}
 	desc := descV.ToObject(vm)
+	if err := iso.readBlocked(desc, mod); err != nil {
+		return nil, nil, err
+	}
 	configs, err := iso.readClasses(desc)
 	if err != nil {
 		return nil, nil, err
-	}
-	if b, ok := goja.AssertFunction(desc.Get("blocked")); ok {
-		iso.blocked = &handler{fn: b, this: mod}
-	} else if v := desc.Get("blocked"); v != nil && !goja.IsUndefined(v) && !goja.IsNull(v) {
-		return nil, nil, &ScriptError{File: p.info.Path, Line: 1, Col: 1, Msg: "export blocked must be a function"}
 	}
 	return iso, configs, nil
 }

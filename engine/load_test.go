@@ -44,6 +44,7 @@ func TestLoadPlainForm(t *testing.T) {
 		ByHostKeys:     []string{"github.com", "*.example.com"},
 		Handlers:       []string{"allowHosts", "noHttp"},
 		HasOutbound:    true,
+		HasBlocked:     true, // the module's export
 	}}
 	if !reflect.DeepEqual(info.Classes, want) {
 		t.Errorf("Classes =\n%+v\nwant\n%+v", info.Classes, want)
@@ -90,6 +91,7 @@ func TestLoadErrors(t *testing.T) {
 		{"syntax_error.js", "syntax_error.js:3:15: Unexpected \";\""},
 		{"throw_at_load.js", "throw_at_load.js:3:9: Error: top-level boom"},
 		{"bad_hosts.js", "class default: allowedHosts[1] must be a string, got a number"},
+		{"blocked_bad.js", "class Bad: blocked must be a function, got"},
 		{"missing.js", "no such file"},
 	}
 	for _, tc := range tests {

@@ -414,3 +414,54 @@ func TestCloseWaitsForInFlight(t *testing.T) {
 		t.Errorf("after Close: %v", err)
 	}
 }
+
+// The blocked hook is found where the class's policy is: a static on the
+// class (declared, assigned or inherited), a property of the default
+// export, else the module's named export. A class with none of these has
+// no hook, and ClassSpec.HasBlocked says so.
+func TestBlockedHookForms(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		script, class string
+		has           bool
+		status        int
+		body          string
+	}{
+		{"blocked_class.js", "StaticHook", true, 403, `{"hook":"static","reason":"denied","className":"StaticHook","self":"StaticHook"}`},
+		{"blocked_class.js", "AssignedHook", true, 451, "assigned denied"},
+		{"blocked_class.js", "InheritedHook", true, 403, `{"hook":"static","reason":"denied","className":"InheritedHook","self":"InheritedHook"}`},
+		{"blocked_class.js", "ModuleHook", true, 403, "module ModuleHook denied"},
+		{"blocked_own_only.js", "WithHook", true, 403, "own denied"},
+		{"blocked_own_only.js", "WithoutHook", false, 0, ""},
+		{"blocked_default.js", "default", true, 403, `{"hook":"default","reason":"denied","internet":false}`},
+		{"sandbox.ts", "MySandbox", false, 0, ""},
+	} {
+		t.Run(tc.script+"/"+tc.class, func(t *testing.T) {
+			pl := newPool(t, tc.script, PoolOptions{Size: 1})
+			info := mustLoad(t, tc.script).Info()
+			spec := info.Class(tc.class)
+			if spec == nil {
+				t.Fatalf("no class %s in %+v", tc.class, info.Classes)
+			}
+			if spec.HasBlocked != tc.has {
+				t.Errorf("HasBlocked = %v, want %v", spec.HasBlocked, tc.has)
+			}
+			c := call(tc.class, chain.HandlerBlocked, "", httptest.NewRequest("GET", "http://evil.test/", nil))
+			c.Reason = "denied"
+			resp, err := pl.Invoke(ctx, c)
+			if !tc.has {
+				var he *HandlerError
+				if !errors.As(err, &he) {
+					t.Fatalf("invoking a hook that does not exist: %v, want a HandlerError", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readBody(t, resp); resp.StatusCode != tc.status || got != tc.body {
+				t.Errorf("got %d %s, want %d %s", resp.StatusCode, got, tc.status, tc.body)
+			}
+		})
+	}
+}

@@ -36,9 +36,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  outboundByHost: %s\n", orNone(c.ByHostKeys))
 		fmt.Fprintf(stdout, "  outboundHandlers: %s\n", orNone(c.Handlers))
 		fmt.Fprintf(stdout, "  outbound: %v\n", c.HasOutbound)
-	}
-	if info.HasBlocked {
-		fmt.Fprintln(stdout, "blocked hook: yes")
+		fmt.Fprintf(stdout, "  blocked: %v\n", c.HasBlocked)
 	}
 	return 0
 }

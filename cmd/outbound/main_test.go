@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -112,6 +113,11 @@ func TestCheck(t *testing.T) {
 	out, _, code := outbound(t, nil, "check", examplePath("cloudflare-class.ts"))
 	if code != 0 || !strings.Contains(out, "class MySandbox") || !strings.Contains(out, "noHttp") {
 		t.Fatalf("check: %d %q", code, out)
+	}
+	// Each class says whether a blocked hook answers its blocks.
+	out, _, code = outbound(t, nil, "check", examplePath(filepath.Join("..", "testdata", "engine", "blocked_own_only.js")))
+	if code != 0 || !regexp.MustCompile(`(?s)class WithHook\n.*  blocked: true\nclass WithoutHook\n.*  blocked: false\n$`).MatchString(out) {
+		t.Fatalf("check of per-class hooks: %d %q", code, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.js")
 	os.WriteFile(bad, []byte("export default {\n  outbound(req) {\n    return new Response(;\n  },\n};\n"), 0o644)

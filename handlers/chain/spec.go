@@ -12,6 +12,10 @@ type ClassSpec struct {
 	ByHostKeys     []string // outboundByHost keys, in insertion order
 	Handlers       []string // outboundHandlers names, sorted
 	HasOutbound    bool     // a static outbound (or outboundProxy) exists
+	// HasBlocked: a blocked hook builds this class's block responses, its
+	// own (static blocked, or the default export's blocked) or else the
+	// module's named export.
+	HasBlocked bool
 }
 
 // HandlerKind says which of a class's handlers a decision runs.

@@ -212,7 +212,7 @@ func (s *Service) connectDecision(sc *Script, inst *instances.Instance, h string
 // one and it answers, else 520.
 func (s *Service) block(ctx context.Context, sc *Script, inst *instances.Instance, req *http.Request, step chain.Step) (*http.Response, decision.Outcome) {
 	out := decision.Outcome{Step: step.String()}
-	if sc.Info == nil || !sc.Info.HasBlocked {
+	if !hasBlockedHook(sc, inst.Class()) {
 		return decision.Blocked(req), out
 	}
 	out.Handler = "blocked"
@@ -231,6 +231,15 @@ func (s *Service) block(ctx context.Context, sc *Script, inst *instances.Instanc
 	}
 	resp.Request = req
 	return resp, out
+}
+
+// hasBlockedHook: the class has a blocked hook, its own or the module's;
+// a class the script lacks can only have the module's.
+func hasBlockedHook(sc *Script, class string) bool {
+	if cls := sc.Policy.Class(class); cls != nil {
+		return cls.Spec().HasBlocked
+	}
+	return sc.Info != nil && sc.Info.HasBlocked
 }
 
 // requestHost is the canonical host of an absolute request URL.

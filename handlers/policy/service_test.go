@@ -242,6 +242,33 @@ func TestServiceDefaultBlock(t *testing.T) {
 	}
 }
 
+// A block is answered by the class's own hook, the default export's, or
+// the module's; a class with none gets the default 520 without a handler
+// being invoked.
+func TestServiceBlockedHookForms(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		script, class, url string
+		status             int
+		body, handler      string
+	}{
+		{"blocked_class.js", "StaticHook", "http://nowhere.test/", 403, `{"hook":"static","reason":"default_deny","className":"StaticHook","self":"StaticHook"}`, "blocked"},
+		{"blocked_class.js", "ModuleHook", "http://nowhere.test/", 403, "module ModuleHook default_deny", "blocked"},
+		{"blocked_own_only.js", "WithHook", "http://nowhere.test/", 403, "own default_deny", "blocked"},
+		{"blocked_own_only.js", "WithoutHook", "http://nowhere.test/", 520, decision.BlockedBody, ""},
+		{"blocked_default.js", "", "http://evil.test/", 403, `{"hook":"default","reason":"denied","internet":false}`, "blocked"},
+		{"blocked_default.js", "", "http://other.test/", 403, `{"hook":"default","reason":"not_allowed","internet":false}`, "blocked"},
+	} {
+		t.Run(tc.script+"/"+tc.class+"/"+tc.url, func(t *testing.T) {
+			f := newFixture(t, filepath.Join("..", "engine", tc.script))
+			r := f.do(t, ctx, f.instance(t, "sbx", tc.class), "GET", tc.url)
+			if r.status != tc.status || r.body != tc.body || r.out.Handler != tc.handler || r.out.Err != nil {
+				t.Errorf("got %d %q %+v; want %d %q from %q", r.status, r.body, r.out, tc.status, tc.body, tc.handler)
+			}
+		})
+	}
+}
+
 func TestServiceConnect(t *testing.T) {
 	f := newFixture(t, "service.js")
 	open := f.instance(t, "sbx-open", "Open")
