@@ -21,11 +21,20 @@ import (
 	"runtime"
 )
 
-// Unsupported is the error of a Linux-only feature on another system. It
-// names the feature and the system, and wraps errors.ErrUnsupported.
+// Unsupported is the error of a Linux-only feature on another system:
+// "FEATURE is Linux-only (this is darwin/arm64)". errors.Is(err,
+// errors.ErrUnsupported) is true of it.
 func Unsupported(feature string) error {
-	return fmt.Errorf("%s is Linux-only (this is %s/%s): %w", feature, runtime.GOOS, runtime.GOARCH, errors.ErrUnsupported)
+	return &unsupportedError{feature: feature}
 }
+
+type unsupportedError struct{ feature string }
+
+func (e *unsupportedError) Error() string {
+	return fmt.Sprintf("%s is Linux-only (this is %s/%s)", e.feature, runtime.GOOS, runtime.GOARCH)
+}
+
+func (e *unsupportedError) Is(target error) bool { return target == errors.ErrUnsupported }
 
 // LinuxOnly returns nil on Linux, and Unsupported(feature) elsewhere.
 func LinuxOnly(feature string) error {
