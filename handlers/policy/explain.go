@@ -66,7 +66,7 @@ func (s *Service) Explain(inst *instances.Instance, rawURL string) (Explanation,
 		}
 	}
 	d := s.requestDecision(sc, inst, h)
-	return explanation(d.Step, d, sc.Info != nil && sc.Info.HasBlocked), nil
+	return explanation(d.Step, d, hasBlockedHook(sc, inst.Class())), nil
 }
 
 func explanation(step chain.Step, d chain.Decision, hook bool) Explanation {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -115,6 +116,21 @@ func TestExplain(t *testing.T) {
 				t.Fatalf("served: step %q handler %q; Explain: %s %q", step, handler, chain.Step(e.Step), tt.handler)
 			}
 		})
+	}
+}
+
+// Explain names the blocked hook only for a class that has one, its own
+// or the module's.
+func TestExplainPerClassBlockedHook(t *testing.T) {
+	f := newFixture(t, filepath.Join("..", "engine", "blocked_own_only.js"))
+	for _, tc := range []struct{ class, handler string }{{"WithHook", "blocked"}, {"WithoutHook", ""}} {
+		e, err := f.svc.Explain(f.instance(t, "sbx-"+tc.class, tc.class), "http://nowhere.test/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Step != 9 || deref(e.Handler) != tc.handler {
+			t.Errorf("%s: step %d handler %q, want 9 %q", tc.class, e.Step, deref(e.Handler), tc.handler)
+		}
 	}
 }
 
