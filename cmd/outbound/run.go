@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -43,8 +42,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if len(argv) == 0 {
 		return fail(stderr, "run", 2, "no command given: outbound run [flags] -- CMD [ARGS...]")
 	}
-	if jailed && runtime.GOOS != "linux" {
-		return fail(stderr, "run", 1, "--jail is Linux-only: it needs Linux network namespaces and a TUN device")
+	if jailed {
+		if err := platform.LinuxOnly("--jail", jail.Needs); err != nil {
+			return fail(stderr, "run", 1, "%v", err)
+		}
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

@@ -2,12 +2,11 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 
+	"github.com/outbound-dev/outbound/internal/platform"
 	"github.com/outbound-dev/outbound/proxy"
 	"github.com/outbound-dev/outbound/proxy/netguard"
 	"github.com/outbound-dev/outbound/proxy/transparent"
@@ -19,8 +18,8 @@ func (s *App) listenTransparent(ctx context.Context, guard *netguard.Guard) erro
 	if s.cfg.Transparent == "" {
 		return nil
 	}
-	if runtime.GOOS != "linux" {
-		return errors.New("--transparent is Linux-only: original destinations come from Linux connection tracking (SO_ORIGINAL_DST)")
+	if err := platform.LinuxOnly("--transparent", transparent.Needs); err != nil {
+		return err
 	}
 	lc := transparent.ListenConfig()
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Transparent)

@@ -6,10 +6,12 @@
 // The pattern for a Linux-only feature (network namespaces, TUN devices,
 // SO_ORIGINAL_DST): its package keeps the real code in files named
 // *_linux.go and, in a file with the build constraint `//go:build !linux`,
-// the same exported functions returning Unsupported("the feature's flag").
-// The CLI calls LinuxOnly("--flag") before doing any work, so the user sees
-// `outbound run: --jail is Linux-only (this is darwin/arm64)` and exit
-// status 1, and never a half-started feature.
+// the same exported functions returning Unsupported(flag, needs). The CLI
+// (or the assembly) calls LinuxOnly(flag, needs) before doing any work, so
+// the user sees `outbound run: --jail is Linux-only (this is darwin/arm64):
+// it needs Linux network namespaces and a TUN device` and exit status 1,
+// never a half-started feature. Tests that need the feature carry
+// `//go:build linux`: `make cross` vets the tests for macOS too.
 //
 // It owns no feature itself; DieWithParent is here because both the CLI
 // and the load harnesses start children that must not outlive them.
@@ -22,24 +24,25 @@ import (
 )
 
 // Unsupported is the error of a Linux-only feature on another system:
-// "FEATURE is Linux-only (this is darwin/arm64)". errors.Is(err,
-// errors.ErrUnsupported) is true of it.
-func Unsupported(feature string) error {
-	return &unsupportedError{feature: feature}
+// "FEATURE is Linux-only (this is darwin/arm64): it needs NEEDS".
+// errors.Is(err, errors.ErrUnsupported) is true of it.
+func Unsupported(feature, needs string) error {
+	return &unsupportedError{feature: feature, needs: needs}
 }
 
-type unsupportedError struct{ feature string }
+type unsupportedError struct{ feature, needs string }
 
 func (e *unsupportedError) Error() string {
-	return fmt.Sprintf("%s is Linux-only (this is %s/%s)", e.feature, runtime.GOOS, runtime.GOARCH)
+	return fmt.Sprintf("%s is Linux-only (this is %s/%s): it needs %s", e.feature, runtime.GOOS, runtime.GOARCH, e.needs)
 }
 
 func (e *unsupportedError) Is(target error) bool { return target == errors.ErrUnsupported }
 
-// LinuxOnly returns nil on Linux, and Unsupported(feature) elsewhere.
-func LinuxOnly(feature string) error {
+// LinuxOnly returns nil on Linux, and Unsupported(feature, needs)
+// elsewhere.
+func LinuxOnly(feature, needs string) error {
 	if runtime.GOOS == "linux" {
 		return nil
 	}
-	return Unsupported(feature)
+	return Unsupported(feature, needs)
 }

@@ -15,17 +15,17 @@ import (
 )
 
 func TestUnsupportedNamesFeatureAndSystem(t *testing.T) {
-	err := Unsupported("--jail")
+	err := Unsupported("--jail", "Linux network namespaces")
 	if !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("%v does not wrap errors.ErrUnsupported", err)
 	}
-	if want := "--jail is Linux-only (this is " + runtime.GOOS + "/" + runtime.GOARCH + ")"; err.Error() != want {
+	if want := "--jail is Linux-only (this is " + runtime.GOOS + "/" + runtime.GOARCH + "): it needs Linux network namespaces"; err.Error() != want {
 		t.Errorf("%q, want %q", err, want)
 	}
 }
 
 func TestLinuxOnly(t *testing.T) {
-	err := LinuxOnly("serve --transparent")
+	err := LinuxOnly("serve --transparent", "SO_ORIGINAL_DST")
 	if runtime.GOOS == "linux" {
 		if err != nil {
 			t.Fatalf("LinuxOnly on Linux = %v", err)

@@ -42,6 +42,10 @@ var (
 	PoolFirst = netip.MustParseAddr("198.18.1.0")
 )
 
+// Needs is what the jail needs of the kernel; elsewhere --jail fails
+// with platform.Unsupported("--jail", Needs).
+const Needs = "Linux network namespaces and a TUN device"
+
 // ProxyPort is the port of the proxy listener at Gateway: connections to
 // it reach outbound's real proxy listener, so clients that honour
 // HTTP_PROXY keep working inside the jail.

@@ -4,17 +4,18 @@ package jail
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/outbound-dev/outbound/internal/platform"
 )
 
 // ErrUnsupported: the jail needs Linux namespaces and a TUN device.
-var ErrUnsupported = errors.New("--jail is Linux-only: it needs Linux network namespaces and a TUN device")
+var ErrUnsupported = platform.Unsupported("--jail", Needs)
 
 // ServeFunc serves one captured TCP connection to host and port.
 type ServeFunc func(ctx context.Context, conn net.Conn, host string, port int)

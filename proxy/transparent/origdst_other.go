@@ -3,14 +3,15 @@
 package transparent
 
 import (
-	"errors"
 	"net"
 	"net/netip"
+
+	"github.com/outbound-dev/outbound/internal/platform"
 )
 
 // ErrUnsupported: original destinations come from Linux connection
 // tracking.
-var ErrUnsupported = errors.New("--transparent is Linux-only: original destinations come from Linux connection tracking (SO_ORIGINAL_DST)")
+var ErrUnsupported = platform.Unsupported("--transparent", Needs)
 
 // OriginalDst fails: only Linux keeps original destinations.
 func OriginalDst(net.Conn) (netip.AddrPort, error) { return netip.AddrPort{}, ErrUnsupported }

@@ -18,6 +18,10 @@ import (
 // dst, until it ends.
 type Handler func(ctx context.Context, conn net.Conn, src, dst netip.AddrPort)
 
+// Needs is what the listener needs of the kernel; elsewhere
+// --transparent fails with platform.Unsupported("--transparent", Needs).
+const Needs = "Linux connection tracking for the original destination (SO_ORIGINAL_DST)"
+
 // ErrNoOriginalDst: the connection was not redirected (it came to the
 // listener's own address), or the system cannot say where it was going.
 var ErrNoOriginalDst = errors.New("no original destination: the connection was not redirected to this listener")
