@@ -96,13 +96,55 @@ func (s *Bolt) notify(c store.Change) {
 	}
 }
 
-// instanceRecord is the on-disk form of an instance.
+// instanceRecord is the on-disk form of an instance. Records written
+// before Home, CACert and Rev existed read back with them empty.
 type instanceRecord struct {
 	ID        string    `json:"id"`
 	Class     string    `json:"class"`
 	TokenHash string    `json:"tokenSha256"`
 	Created   time.Time `json:"created"`
 	Sources   []string  `json:"sources,omitempty"`
+	Home      string    `json:"home,omitempty"`
+	CACert    string    `json:"caCert,omitempty"`
+	Rev       uint64    `json:"rev,omitempty"`
+}
+
+func decodeInstance(k, v, ov []byte) (store.Instance, error) {
+	var r instanceRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return store.Instance{}, fmt.Errorf("instance %q: %w", k, err)
+	}
+	inst := store.Instance{ID: r.ID, Class: r.Class, Created: r.Created, Home: r.Home, Rev: max(r.Rev, 1)}
+	if r.CACert != "" {
+		inst.CACert = []byte(r.CACert)
+	}
+	h, err := hex.DecodeString(r.TokenHash)
+	if err != nil || len(h) != len(inst.TokenHash) {
+		return store.Instance{}, fmt.Errorf("instance %q: bad token hash", k)
+	}
+	copy(inst.TokenHash[:], h)
+	for _, src := range r.Sources {
+		p, err := netip.ParsePrefix(src)
+		if err != nil {
+			return store.Instance{}, fmt.Errorf("instance %q: source %q: %w", k, src, err)
+		}
+		inst.Sources = append(inst.Sources, p)
+	}
+	if ov != nil {
+		inst.Overrides = bytes.Clone(ov)
+	}
+	return inst, nil
+}
+
+func encodeInstance(inst store.Instance) ([]byte, error) {
+	r := instanceRecord{
+		ID: inst.ID, Class: inst.Class, TokenHash: hex.EncodeToString(inst.TokenHash[:]), Created: inst.Created.UTC(),
+		Home: inst.Home, CACert: string(inst.CACert), Rev: inst.Rev,
+	}
+	for _, p := range inst.Sources {
+		r.Sources = append(r.Sources, p.String())
+	}
+	return json.Marshal(r)
 }
 
 // Instances implements store.Store.
@@ -114,25 +156,9 @@ func (s *Bolt) Instances(ctx context.Context) ([]store.Instance, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		ov := tx.Bucket(bucketOverrides)
 		return tx.Bucket(bucketInstances).ForEach(func(k, v []byte) error {
-			var r instanceRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("instance %q: %w", k, err)
-			}
-			inst := store.Instance{ID: r.ID, Class: r.Class, Created: r.Created}
-			for _, src := range r.Sources {
-				p, err := netip.ParsePrefix(src)
-				if err != nil {
-					return fmt.Errorf("instance %q: source %q: %w", k, src, err)
-				}
-				inst.Sources = append(inst.Sources, p)
-			}
-			h, err := hex.DecodeString(r.TokenHash)
-			if err != nil || len(h) != len(inst.TokenHash) {
-				return fmt.Errorf("instance %q: bad token hash", k)
-			}
-			copy(inst.TokenHash[:], h)
-			if o := ov.Get(k); o != nil {
-				inst.Overrides = bytes.Clone(o)
+			inst, err := decodeInstance(k, v, ov.Get(k))
+			if err != nil {
+				return err
 			}
 			out = append(out, inst)
 			return nil
@@ -144,16 +170,48 @@ func (s *Bolt) Instances(ctx context.Context) ([]store.Instance, error) {
 	return out, nil
 }
 
+// Instance implements store.Store.
+func (s *Bolt) Instance(ctx context.Context, id string) (store.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Instance{}, err
+	}
+	var inst store.Instance
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		inst, err = getInstance(tx, id)
+		return err
+	})
+	if err != nil {
+		return store.Instance{}, fmt.Errorf("read instance %s: %w", id, err)
+	}
+	return inst, nil
+}
+
+func getInstance(tx *bolt.Tx, id string) (store.Instance, error) {
+	v := tx.Bucket(bucketInstances).Get([]byte(id))
+	if v == nil {
+		return store.Instance{}, store.ErrNotFound
+	}
+	return decodeInstance([]byte(id), v, tx.Bucket(bucketOverrides).Get([]byte(id)))
+}
+
+// bump writes inst back with its revision one higher.
+func bump(tx *bolt.Tx, inst *store.Instance) error {
+	inst.Rev++
+	rec, err := encodeInstance(*inst)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketInstances).Put([]byte(inst.ID), rec)
+}
+
 // CreateInstance implements store.Store.
 func (s *Bolt) CreateInstance(ctx context.Context, inst store.Instance) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	r := instanceRecord{ID: inst.ID, Class: inst.Class, TokenHash: hex.EncodeToString(inst.TokenHash[:]), Created: inst.Created.UTC()}
-	for _, p := range inst.Sources {
-		r.Sources = append(r.Sources, p.String())
-	}
-	rec, err := json.Marshal(r)
+	inst.Rev = 1
+	rec, err := encodeInstance(inst)
 	if err != nil {
 		return err
 	}
@@ -208,17 +266,61 @@ func (s *Bolt) PutOverrides(ctx context.Context, id string, v json.RawMessage) e
 	if !json.Valid(v) {
 		return fmt.Errorf("save overrides of %s: not JSON", id)
 	}
+	_, err := s.UpdateOverrides(ctx, id, func(json.RawMessage) (json.RawMessage, error) { return v, nil })
+	return err
+}
+
+// UpdateOverrides implements store.Store: one bbolt write transaction, so
+// nothing interleaves.
+func (s *Bolt) UpdateOverrides(ctx context.Context, id string, fn func(json.RawMessage) (json.RawMessage, error)) (store.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Instance{}, err
+	}
+	var inst store.Instance
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketInstances).Get([]byte(id)) == nil {
-			return store.ErrNotFound
+		var err error
+		if inst, err = getInstance(tx, id); err != nil {
+			return err
 		}
-		return tx.Bucket(bucketOverrides).Put([]byte(id), v)
+		next, err := fn(inst.Overrides)
+		if err != nil {
+			return err
+		}
+		if !json.Valid(next) {
+			return fmt.Errorf("not JSON")
+		}
+		inst.Overrides = bytes.Clone(next)
+		if err := tx.Bucket(bucketOverrides).Put([]byte(id), inst.Overrides); err != nil {
+			return err
+		}
+		return bump(tx, &inst)
 	})
 	if err != nil {
-		return fmt.Errorf("save overrides of %s: %w", id, err)
+		return store.Instance{}, fmt.Errorf("save overrides of %s: %w", id, err)
 	}
 	s.notify(store.Change{Kind: store.OverridesChanged, ID: id})
-	return nil
+	return inst, nil
+}
+
+// SetHome implements store.Store.
+func (s *Bolt) SetHome(ctx context.Context, id, home string, caCert []byte) (store.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Instance{}, err
+	}
+	var inst store.Instance
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if inst, err = getInstance(tx, id); err != nil {
+			return err
+		}
+		inst.Home, inst.CACert = home, bytes.Clone(caCert)
+		return bump(tx, &inst)
+	})
+	if err != nil {
+		return store.Instance{}, fmt.Errorf("set home of %s: %w", id, err)
+	}
+	s.notify(store.Change{Kind: store.HomeChanged, ID: id})
+	return inst, nil
 }
 
 // KV implements store.Store.
@@ -277,13 +379,6 @@ type boltKV struct {
 	name []byte
 }
 
-func checkKey(key string) error {
-	if key == "" || len(key) > store.MaxKeyBytes {
-		return fmt.Errorf("KV key must be 1..%d bytes, got %d", store.MaxKeyBytes, len(key))
-	}
-	return nil
-}
-
 func (k *boltKV) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
@@ -315,7 +410,7 @@ func (k *boltKV) Put(ctx context.Context, key string, value []byte, expires time
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkKey(key); err != nil {
+	if err := store.CheckKey(key); err != nil {
 		return err
 	}
 	v := make([]byte, kvHeader+len(value))

@@ -1,0 +1,130 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/outbound-dev/outbound/internal/store"
+)
+
+// Backoff between attempts to get the change feed back.
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+)
+
+// feed follows the change feed until ctx is done, reconnecting with
+// backoff. The first subscription's outcome goes to first, once.
+func (s *Store) feed(ctx context.Context, first chan<- error) {
+	wait := backoffMin
+	for {
+		subscribed := false
+		err := s.follow(ctx, func() {
+			subscribed = true
+			s.resync(first == nil)
+			if first != nil {
+				first <- nil
+				first = nil
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if first != nil { // never subscribed: Open reports it
+			first <- fmt.Errorf("%w: Redis at %s: subscribing to %s: %v", store.ErrUnavailable, s.addr, s.keys.channel(), err)
+			return
+		}
+		if subscribed {
+			wait = backoffMin
+		}
+		s.health.down(err)
+		s.log.Warn("store: change feed lost; reconnecting", "error", err.Error(), "retry_in", wait.String())
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		wait = min(wait*2, backoffMax)
+	}
+}
+
+// follow subscribes once and delivers messages until the connection
+// fails. An idle connection is pinged every pingEvery; one that does not
+// answer within three of those is given up.
+func (s *Store) follow(ctx context.Context, onSubscribed func()) error {
+	ps := s.c.Subscribe(ctx, s.keys.channel())
+	defer ps.Close()
+	s.feedMu.Lock()
+	s.feedPS = ps
+	s.feedMu.Unlock()
+	if ctx.Err() != nil { // Close ran before feedPS was set
+		return ctx.Err()
+	}
+	var pingSent time.Time
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, pingEvery)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !isTimeout(err) {
+				return err
+			}
+			if !pingSent.IsZero() {
+				if time.Since(pingSent) > 3*pingEvery {
+					return fmt.Errorf("no answer to a ping for %s", time.Since(pingSent).Round(time.Millisecond))
+				}
+				continue
+			}
+			if err := ps.Ping(ctx); err != nil {
+				return err
+			}
+			pingSent = time.Now()
+			continue
+		}
+		switch m := msg.(type) {
+		case *goredis.Subscription:
+			if m.Kind == "subscribe" {
+				onSubscribed()
+			}
+		case *goredis.Pong:
+			pingSent = time.Time{}
+			s.health.up()
+		case *goredis.Message:
+			s.deliver(m.Payload)
+		}
+	}
+}
+
+// resync runs when the feed (re)subscribes: whatever was published while
+// it was away is lost, so cached KV values go and subscribers reread.
+// The first subscription, in Open, has nothing to catch up on.
+func (s *Store) resync(again bool) {
+	s.cache.clear()
+	s.health.resynced(again)
+	if again {
+		s.notify(store.Change{Kind: store.Resync, Remote: true})
+	}
+}
+
+// deliver passes on a change made by another process.
+func (s *Store) deliver(payload string) {
+	var m message
+	if err := json.Unmarshal([]byte(payload), &m); err != nil {
+		s.log.Warn("store: unreadable change message ignored", "error", err.Error())
+		return
+	}
+	if m.Origin == s.origin {
+		return // already reported by the write itself
+	}
+	c := store.Change{Kind: m.Kind, ID: m.ID, Remote: true}
+	if m.Kind == store.KVChanged {
+		c.Binding, c.Key = string(m.Binding), string(m.Key)
+		s.cache.invalidate(c.Binding, c.Key)
+	}
+	s.notify(c)
+}

@@ -1,0 +1,187 @@
+// Package redistest runs a real redis-server for tests: on a free loopback
+// port, in a temp dir, with an append-only file fsynced on every write, so
+// that stopping and starting it again keeps every acknowledged write.
+//
+// Where redis-server is not installed the test is skipped, saying so;
+// with OUTBOUND_REQUIRE_REDIS=1 (set by CI) it fails instead, so CI can
+// never skip silently.
+package redistest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RequireEnv, set to 1, turns a missing redis-server into a failure.
+const RequireEnv = "OUTBOUND_REQUIRE_REDIS"
+
+// Options configure Start.
+type Options struct {
+	// Password, if set, is required of clients (requirepass).
+	Password string
+}
+
+// Server is a redis-server started by a test.
+type Server struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	opts Options
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	exit chan struct{}
+}
+
+// Binary returns the path of redis-server, or skips (or fails, under
+// RequireEnv) the test when there is none.
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv(RequireEnv) == "1" {
+			t.Fatalf("redis-server is not installed, and %s=1 requires it (apt-get install redis-server)", RequireEnv)
+		}
+		t.Skip("redis-server is not installed (apt-get install redis-server); skipping a test that needs a real Redis")
+	}
+	return bin
+}
+
+// Start runs a redis-server until the test ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: Binary(t), dir: t.TempDir(), opts: opts}
+	var err error
+	for try := 0; try < 5; try++ {
+		if s.port, err = freePort(); err != nil {
+			t.Fatal(err)
+		}
+		if err = s.start(); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// freePort asks the kernel for a free loopback port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Addr is HOST:PORT.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// URL is the store URL of database 0, with the password if there is one.
+func (s *Server) URL() string {
+	if s.opts.Password != "" {
+		return fmt.Sprintf("redis://:%s@%s/0", s.opts.Password, s.Addr())
+	}
+	return "redis://" + s.Addr() + "/0"
+}
+
+// Dir is the server's working directory (its append-only file).
+func (s *Server) Dir() string { return s.dir }
+
+func (s *Server) start() error {
+	args := []string{
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
+		"--daemonize", "no", "--logfile", "", "--loglevel", "notice",
+	}
+	if s.opts.Password != "" {
+		args = append(args, "--requirepass", s.opts.Password)
+	}
+	cmd := exec.Command(s.bin, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	ready := make(chan struct{})
+	exit := make(chan struct{})
+	var logMu sync.Mutex
+	var log strings.Builder
+	go func() {
+		sc := bufio.NewScanner(out)
+		signalled := false
+		for sc.Scan() {
+			logMu.Lock()
+			log.WriteString(sc.Text() + "\n")
+			logMu.Unlock()
+			if !signalled && strings.Contains(sc.Text(), "Ready to accept connections") {
+				close(ready)
+				signalled = true
+			}
+		}
+		io.Copy(io.Discard, out)
+		cmd.Wait()
+		close(exit)
+	}()
+	select {
+	case <-ready:
+	case <-exit:
+		logMu.Lock()
+		defer logMu.Unlock()
+		return fmt.Errorf("redis-server on port %d exited: %s", s.port, strings.TrimSpace(log.String()))
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		<-exit
+		return errors.New("redis-server did not become ready within 60s")
+	}
+	s.mu.Lock()
+	s.cmd, s.exit = cmd, exit
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop shuts the server down as an operator would (SIGTERM), waiting for
+// it to exit.
+func (s *Server) Stop() { s.signal(syscall.SIGTERM) }
+
+// Kill kills the server with SIGKILL, waiting for it to exit.
+func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd, exit := s.cmd, s.exit
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	<-exit
+}
+
+// Restart starts the server again on the same port and directory, after
+// Stop or Kill.
+func (s *Server) Restart() {
+	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("restarting redis-server: %v", err)
+	}
+}
