@@ -17,6 +17,7 @@ const (
 	stepConnLimit   = "conn_limit"   // too many client connections: 503
 	stepBadRequest  = "bad_request"  // not a proxy request, bad target: 400
 	stepMisdirected = "misdirected"  // inner Host is not the CONNECT host: 421
+	stepOtherHome   = "other_home"   // the instance is served by another replica of the fleet: 421
 	stepSelf        = "self"         // addressed to the proxy itself: 400
 	stepTunnelLimit = "tunnel_limit" // too many tunnels: 503
 	stepNoBackend   = "no_response"  // the Backend returned no response: 502

@@ -17,6 +17,14 @@ type Instance interface {
 	Class() string
 }
 
+// Misdirector is implemented by a Backend that is one replica of a fleet.
+// For credentials that Authenticate refused but that are right for an
+// instance another replica serves, it names that replica (HOST:PORT): the
+// request gets 421 naming it, and never a certificate of this replica.
+type Misdirector interface {
+	Misdirected(id, token string) (home string, ok bool)
+}
+
 // Backend decides and serves requests for the proxy.
 type Backend interface {
 	// Authenticate checks an instance id and token in constant time.

@@ -16,11 +16,14 @@ import (
 
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/internal/app"
+	"github.com/outbound-dev/outbound/internal/store/bolt"
+	"github.com/outbound-dev/outbound/internal/store/redis"
 )
 
 // serveFlags are the flags of `serve`, shared by `run`'s embedded mode.
 type serveFlags struct {
 	script, listen, admin, adminToken, envFile, state  string
+	store, advertise                                   string
 	vars, kv, allowNet, resolve, connectTo, upstreamCA listFlag
 	allowPrivate                                       bool
 	handlerTimeout                                     time.Duration
@@ -37,6 +40,8 @@ func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.Var(&f.vars, "var", "one var `KEY=VALUE` (repeatable)")
 	fs.Var(&f.kv, "kv", "a KV namespace binding env.`NAME` (repeatable), persisted in the state dir")
 	fs.StringVar(&f.state, "state", "", "`DIR` for runtime overrides and KV data (default $XDG_STATE_HOME/outbound, else ~/.local/state/outbound)")
+	fs.StringVar(&f.store, "store", "", "where instances, overrides and KV live: bolt:PATH, or redis://[USER:PASS@]HOST:PORT/DB (rediss:// for TLS) shared by a fleet of replicas (default bolt: in --state)")
+	fs.StringVar(&f.advertise, "advertise", "", "the proxy `HOST:PORT` written into proxy_url: how sandboxes and other replicas reach this one; keep it the same across restarts (default the proxy listener)")
 	fs.BoolVar(&f.allowPrivate, "allow-private", false, "let upstream dials reach loopback, private and link-local addresses")
 	fs.Var(&f.allowNet, "allow-net", "let upstream dials reach this `CIDR` (repeatable)")
 	fs.Var(&f.resolve, "resolve", "dial ADDR for HOST:PORT, as in curl: `HOST:PORT:ADDR` (repeatable)")
@@ -86,7 +91,7 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 	}
 	c = app.Config{
 		Script: f.script, Listen: f.listen, Admin: f.admin, AdminToken: f.adminToken,
-		EnvFile: f.envFile, Vars: map[string]string{}, KV: f.kv, StateDir: f.state,
+		EnvFile: f.envFile, Vars: map[string]string{}, KV: f.kv, StateDir: f.state, Store: f.store, Advertise: f.advertise,
 		AllowPrivate: f.allowPrivate, Resolve: f.resolve, ConnectTo: f.connectTo,
 		UpstreamCA: f.upstreamCA, HandlerTimeout: f.handlerTimeout, Logger: log,
 	}
@@ -118,12 +123,42 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 	if err := f.limits.apply(&c); err != nil {
 		return c, err
 	}
+	if err := checkStore(f.store); err != nil {
+		return c, err
+	}
 	if c.StateDir == "" {
 		if c.StateDir, err = defaultStateDir(); err != nil {
 			return c, err
 		}
 	}
 	return c, nil
+}
+
+// checkStore checks the form of --store, so a typo exits 2 before anything
+// starts.
+func checkStore(v string) error {
+	switch {
+	case v == "" || strings.HasPrefix(v, "bolt:"):
+		return nil
+	case strings.HasPrefix(v, "redis://") || strings.HasPrefix(v, "rediss://"):
+		_, _, err := redis.ParseURL(v)
+		return err
+	}
+	return fmt.Errorf("bad --store: want bolt:PATH, redis://[USER:PASS@]HOST:PORT/DB or rediss://…")
+}
+
+// storeName names the store for the log, without credentials.
+func storeName(c app.Config) string {
+	switch {
+	case c.Store == "" || c.Store == "bolt:":
+		return "bolt:" + filepath.Join(c.StateDir, bolt.File)
+	case strings.HasPrefix(c.Store, "bolt:"):
+		return c.Store
+	}
+	if _, addr, err := redis.ParseURL(c.Store); err == nil {
+		return addr
+	}
+	return "redis"
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) int {
@@ -150,7 +185,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "serve", 1, "%v", err)
 	}
-	attrs := []any{"proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(), "script", cfg.Script, "state", cfg.StateDir}
+	attrs := []any{"proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(),
+		"advertise", srv.Advertise(), "script", cfg.Script, "store", storeName(cfg)}
 	if a := srv.TransparentAddr(); a != nil {
 		attrs = append(attrs, "transparent", a.String())
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/outbound-dev/outbound/handlers/hostmatch"
+	"github.com/outbound-dev/outbound/internal/store"
 )
 
 // Errors a caller branches on. Status maps them to HTTP statuses.
@@ -35,11 +36,14 @@ func (e *UnknownHandlerError) Is(target error) bool { return target == ErrUnknow
 
 // Status is the HTTP status the control API answers for err: 400 for bad
 // input (arguments, patterns, ids, classes, handler names), 404 for an
-// unknown instance or method, 409 for an existing id, else 500.
+// unknown instance or method, 409 for an existing id, 503 when the store
+// cannot be reached, else 500.
 func Status(err error) int {
 	switch {
 	case err == nil:
 		return http.StatusOK
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrNotFound), errors.Is(err, ErrUnknownMethod):
 		return http.StatusNotFound
 	case errors.Is(err, ErrExists), errors.Is(err, ErrSourceTaken):

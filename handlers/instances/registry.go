@@ -1,10 +1,12 @@
 // Package instances owns sandbox instances: who they are (id, class, token
-// hash), their runtime overrides and the ten runtime methods that change
-// them, with upstream's validation and error text, and the instance view the
-// control API shows. State is copy-on-write: each instance's overrides sit
-// behind an atomic.Pointer, so a request decides on one snapshot and a
-// method call is atomic with respect to in-flight decisions. Changes are
-// persisted through a store.Store before they are published.
+// hash, home replica), their runtime overrides and the ten runtime methods
+// that change them, with upstream's validation and error text, and the
+// instance view the control API shows. State is copy-on-write: each
+// instance's overrides sit behind an atomic.Pointer, so a request decides
+// on one snapshot and a method call is atomic with respect to in-flight
+// decisions. Changes are persisted through a store.Store before they are
+// published; with a store shared by a fleet, other replicas' changes are
+// applied as the store reports them (sync.go).
 //
 // It does not decide requests (package chain) and serves no HTTP.
 package instances
@@ -18,8 +20,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,39 +40,70 @@ type Options struct {
 	Policy func() *chain.ScriptPolicy
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Home is this replica's advertised proxy address (HOST:PORT), recorded
+	// as the home of the instances it creates or serves.
+	Home string
+	// Shared says the store is shared by a fleet: instances whose home is
+	// another replica are listed and managed here, but never served, and
+	// other replicas' writes are applied as the store reports them. When
+	// false, this process serves every instance in the store.
+	Shared bool
+	// NewCA makes the CA of an instance this replica is to serve, keeping
+	// the key in memory, and returns the certificate (PEM). Nil: no CA.
+	NewCA func(id string) (certPEM []byte, err error)
+	// Gone is told when an instance this replica served is no longer
+	// served here (deleted, by any replica, or a create that failed), so
+	// its CA key, trace and connections go with it.
+	Gone func(id string)
+	// OnRemote, if set, is called after a change written by another
+	// process has been applied to instance id.
+	OnRemote func(id string)
+	// Logger receives what the sync of remote changes has to say.
+	Logger *slog.Logger
 }
 
 // Registry is the set of instances.
 type Registry struct {
 	opts Options
+	log  *slog.Logger
 
-	// writeMu serialises Create and Delete, which persist before they
-	// publish; mu guards byID and is held only for map access, so
-	// authentication never waits on a disk write.
+	// writeMu serialises Create, Delete and the application of other
+	// processes' writes, which persist or fetch before they publish; mu
+	// guards byID and is held only for map access, so authentication
+	// never waits on the store.
 	writeMu sync.Mutex
 	mu      sync.RWMutex
 	byID    map[string]*Instance
 
 	dummyHash [32]byte // compared against when the id is unknown
+
+	sync syncer
 }
 
 // Instance is one sandbox instance. Its identity is immutable; its
-// overrides change only through the Registry.
+// overrides and home change only through the Registry.
 type Instance struct {
 	id, class string
 	tokenHash [32]byte
 	created   time.Time
 	sources   []netip.Prefix // client ranges of the transparent listener
+	// served is set when this process holds the instance's CA: it
+	// created the instance, or took it over at start as its home.
+	served bool
 
 	mu    sync.Mutex // serialises method calls on this instance
 	state atomic.Pointer[state]
 	gone  atomic.Bool
 }
 
-// state is one immutable snapshot of an instance's overrides.
+// state is one immutable snapshot of an instance's mutable parts.
 type state struct {
-	ov chain.Overrides
-	rt *chain.Runtime
+	ov     chain.Overrides
+	rt     *chain.Runtime
+	rev    uint64 // the store's revision this snapshot reflects
+	home   string
+	caCert []byte
+	local  bool // served here: this process holds the CA and is the home
 }
 
 // ID returns the instance id.
@@ -86,6 +121,16 @@ func (inst *Instance) Sources() []netip.Prefix { return slices.Clone(inst.source
 // Alive reports whether the instance has not been deleted.
 func (inst *Instance) Alive() bool { return !inst.gone.Load() }
 
+// Home returns the advertised proxy address of the replica serving the
+// instance.
+func (inst *Instance) Home() string { return inst.state.Load().home }
+
+// Local reports whether this replica serves the instance.
+func (inst *Instance) Local() bool { return inst.state.Load().local }
+
+// CACert returns the PEM of the instance's current CA certificate, or nil.
+func (inst *Instance) CACert() []byte { return inst.state.Load().caCert }
+
 // Runtime returns the compiled overrides for one decision: one snapshot,
 // never torn by a concurrent method call.
 func (inst *Instance) Runtime() *chain.Runtime { return inst.state.Load().rt }
@@ -93,7 +138,10 @@ func (inst *Instance) Runtime() *chain.Runtime { return inst.state.Load().rt }
 // Overrides returns a copy of the overrides as set.
 func (inst *Instance) Overrides() chain.Overrides { return inst.state.Load().ov.Clone() }
 
-// Open creates a registry and restores the instances in opts.Store.
+// Open creates a registry and restores the instances in opts.Store. It
+// becomes the home of the stored instances whose home is opts.Home (every
+// instance, when the store is not shared), giving each a new CA. Call
+// Start to apply other processes' writes, and Close when done.
 func Open(ctx context.Context, opts Options) (*Registry, error) {
 	if opts.Policy == nil {
 		return nil, errors.New("instances: Options.Policy is required")
@@ -101,34 +149,99 @@ func Open(ctx context.Context, opts Options) (*Registry, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	r := &Registry{opts: opts, byID: map[string]*Instance{}}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Registry{opts: opts, log: opts.Logger, byID: map[string]*Instance{}}
 	if _, err := rand.Read(r.dummyHash[:]); err != nil {
 		return nil, err
 	}
+	r.sync.init()
 	if opts.Store == nil {
 		return r, nil
 	}
+	// Subscribe before reading, so that no write lands in between unseen.
+	r.sync.unsubscribe = opts.Store.Subscribe(r.sync.note)
 	recs, err := opts.Store.Instances(ctx)
 	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("restore instances: %w", err)
 	}
 	for _, rec := range recs {
-		var ov chain.Overrides
-		if len(rec.Overrides) > 0 {
-			if err := json.Unmarshal(rec.Overrides, &ov); err != nil {
-				return nil, fmt.Errorf("restore instance %s: overrides: %w", rec.ID, err)
-			}
-		}
-		rt, err := chain.CompileOverrides(ov)
+		serve := !opts.Shared || rec.Home == opts.Home
+		inst, err := r.fromRecord(rec, serve)
 		if err != nil {
+			r.Close()
 			return nil, fmt.Errorf("restore instance %s: %w", rec.ID, err)
 		}
-		inst := &Instance{id: rec.ID, class: rec.Class, tokenHash: rec.TokenHash, created: rec.Created, sources: rec.Sources}
-		inst.state.Store(&state{ov: ov, rt: rt})
+		if serve {
+			if err := r.adopt(ctx, inst); err != nil {
+				r.Close()
+				return nil, err
+			}
+		}
 		r.byID[rec.ID] = inst
 	}
 	return r, nil
 }
+
+// fromRecord builds an instance from its stored record.
+func (r *Registry) fromRecord(rec store.Instance, served bool) (*Instance, error) {
+	st, err := r.stateOf(rec, served)
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{id: rec.ID, class: rec.Class, tokenHash: rec.TokenHash, created: rec.Created, sources: rec.Sources, served: served}
+	inst.state.Store(st)
+	return inst, nil
+}
+
+// stateOf compiles a record's mutable parts.
+func (r *Registry) stateOf(rec store.Instance, served bool) (*state, error) {
+	var ov chain.Overrides
+	if len(rec.Overrides) > 0 {
+		if err := json.Unmarshal(rec.Overrides, &ov); err != nil {
+			return nil, fmt.Errorf("overrides: %w", err)
+		}
+	}
+	rt, err := chain.CompileOverrides(ov)
+	if err != nil {
+		return nil, err
+	}
+	home := rec.Home
+	if !r.opts.Shared {
+		home = r.opts.Home
+	}
+	return &state{ov: ov, rt: rt, rev: rec.Rev, home: home, caCert: rec.CACert,
+		local: served && (!r.opts.Shared || rec.Home == r.opts.Home)}, nil
+}
+
+// adopt makes this replica the home of a restored instance: a new CA, and
+// its certificate and home recorded for the other replicas.
+func (r *Registry) adopt(ctx context.Context, inst *Instance) error {
+	var cert []byte
+	if r.opts.NewCA != nil {
+		var err error
+		if cert, err = r.opts.NewCA(inst.id); err != nil {
+			return fmt.Errorf("CA for instance %q: %w", inst.id, err)
+		}
+	}
+	st := *inst.state.Load()
+	if cert != nil || st.home != r.opts.Home {
+		rec, err := r.opts.Store.SetHome(ctx, inst.id, r.opts.Home, cert)
+		if err != nil {
+			return fmt.Errorf("restore instance %s: %w", inst.id, err)
+		}
+		st.rev = rec.Rev
+	}
+	st.home, st.caCert, st.local = r.opts.Home, cert, true
+	inst.state.Store(&st)
+	return nil
+}
+
+// Close stops applying other processes' writes. It does not close the
+// store.
+func (r *Registry) Close() { r.sync.stop() }
 
 var emptyRuntime, _ = chain.CompileOverrides(chain.Overrides{})
 
@@ -152,11 +265,12 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Create makes an instance and returns it with its token, the only time
-// the token exists outside the sandbox. An empty id gets "sbx-<random>"; an
-// empty class gets the script's only class. Sources are the client ranges
-// the transparent listener attributes to it; a range that overlaps another
-// instance's is refused, so every client address names one instance.
+// Create makes an instance, served by this replica, and returns it with
+// its token, the only time the token exists outside the sandbox. An empty
+// id gets "sbx-<random>"; an empty class gets the script's only class.
+// Sources are the client ranges this replica's transparent listener
+// attributes to it; a range that overlaps another of this replica's
+// instances is refused, so every client address names one instance.
 func (r *Registry) Create(ctx context.Context, id, class string, sources ...netip.Prefix) (*Instance, string, error) {
 	sources = slices.Clone(sources)
 	for i, p := range sources {
@@ -182,29 +296,53 @@ func (r *Registry) Create(ctx context.Context, id, class string, sources ...neti
 	if pol.Class(class) == nil {
 		return nil, "", fmt.Errorf("%w: %q", ErrUnknownClass, class)
 	}
+	if id != "" && !validID(id) {
+		return nil, "", fmt.Errorf("%w: %q (use 1..128 of A-Z a-z 0-9 - _ .)", ErrBadID, id)
+	}
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
-	if id == "" {
-		for id == "" || r.exists(id) {
-			id = "sbx-" + randomHex(8)
+	for tries := 0; ; tries++ {
+		pick := id
+		if pick == "" {
+			for pick == "" || r.exists(pick) {
+				pick = "sbx-" + randomHex(8)
+			}
 		}
-	} else if !validID(id) {
-		return nil, "", fmt.Errorf("%w: %q (use 1..128 of A-Z a-z 0-9 - _ .)", ErrBadID, id)
-	} else if r.exists(id) {
+		inst, token, err := r.create(ctx, pick, class, sources)
+		if errors.Is(err, ErrExists) && id == "" && tries < 5 {
+			continue // a random id taken elsewhere in the fleet: pick another
+		}
+		return inst, token, err
+	}
+}
+
+// create makes one instance with a fixed id; writeMu is held.
+func (r *Registry) create(ctx context.Context, id, class string, sources []netip.Prefix) (*Instance, string, error) {
+	if r.exists(id) {
 		return nil, "", fmt.Errorf("%w: %s", ErrExists, id)
 	}
 	if err := r.sourcesFree(sources); err != nil {
 		return nil, "", err
 	}
-	token := randomHex(32) // 256 bits
-	inst := &Instance{id: id, class: class, tokenHash: sha256.Sum256([]byte(token)), created: r.opts.Now().UTC(), sources: sources}
-	inst.state.Store(&state{rt: emptyRuntime})
-	if r.opts.Store != nil {
-		err := r.opts.Store.CreateInstance(ctx, store.Instance{ID: id, Class: class, TokenHash: inst.tokenHash, Created: inst.created, Sources: sources})
-		if errors.Is(err, store.ErrExists) {
-			return nil, "", fmt.Errorf("%w: %s", ErrExists, id)
+	var cert []byte
+	if r.opts.NewCA != nil {
+		var err error
+		if cert, err = r.opts.NewCA(id); err != nil {
+			return nil, "", fmt.Errorf("CA for instance %q: %w", id, err)
 		}
+	}
+	token := randomHex(32) // 256 bits
+	inst := &Instance{id: id, class: class, tokenHash: sha256.Sum256([]byte(token)), created: r.opts.Now().UTC(), sources: sources, served: true}
+	inst.state.Store(&state{rt: emptyRuntime, rev: 1, home: r.opts.Home, caCert: cert, local: true})
+	if r.opts.Store != nil {
+		err := r.opts.Store.CreateInstance(ctx, store.Instance{ID: id, Class: class, TokenHash: inst.tokenHash, Created: inst.created, Home: r.opts.Home, CACert: cert, Sources: sources})
 		if err != nil {
+			if r.opts.Gone != nil {
+				r.opts.Gone(id) // the CA made above
+			}
+			if errors.Is(err, store.ErrExists) {
+				return nil, "", fmt.Errorf("%w: %s", ErrExists, id)
+			}
 			return nil, "", err
 		}
 	}
@@ -214,7 +352,9 @@ func (r *Registry) Create(ctx context.Context, id, class string, sources ...neti
 	return inst, token, nil
 }
 
-// sourcesFree refuses ranges that overlap each other or another instance's.
+// sourcesFree refuses ranges that overlap each other or those of another
+// instance this replica serves. Ranges are the transparent listener's, so
+// instances of other replicas, on other hosts, may reuse them.
 func (r *Registry) sourcesFree(sources []netip.Prefix) error {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -225,6 +365,9 @@ func (r *Registry) sourcesFree(sources []netip.Prefix) error {
 			}
 		}
 		for _, other := range r.byID {
+			if !other.Local() {
+				continue
+			}
 			for _, q := range other.sources {
 				if p.Overlaps(q) {
 					return fmt.Errorf("%w: %s overlaps %s of instance %s", ErrSourceTaken, p, q, other.id)
@@ -235,14 +378,15 @@ func (r *Registry) sourcesFree(sources []netip.Prefix) error {
 	return nil
 }
 
-// BySource returns the live instance whose sources hold the client address.
+// BySource returns the live instance this replica serves whose sources
+// hold the client address.
 func (r *Registry) BySource(addr netip.Addr) (*Instance, bool) {
 	addr = addr.Unmap()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, inst := range r.byID {
 		for _, p := range inst.sources {
-			if p.Contains(addr) && inst.Alive() {
+			if p.Contains(addr) && inst.Alive() && inst.Local() {
 				return inst, true
 			}
 		}
@@ -257,7 +401,8 @@ func (r *Registry) exists(id string) bool {
 	return ok
 }
 
-// Delete removes an instance; its token stops working at once.
+// Delete removes an instance, wherever it is served; its token stops
+// working at once here, and on its home as soon as the change reaches it.
 func (r *Registry) Delete(ctx context.Context, id string) error {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
@@ -265,18 +410,31 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	inst.mu.Lock() // let an in-flight method call finish first
-	defer inst.mu.Unlock()
 	if r.opts.Store != nil {
-		if err := r.opts.Store.DeleteInstance(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		inst.mu.Lock() // let an in-flight method call finish first
+		err := r.opts.Store.DeleteInstance(ctx, id)
+		inst.mu.Unlock()
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 	}
-	inst.gone.Store(true)
-	r.mu.Lock()
-	delete(r.byID, id)
-	r.mu.Unlock()
+	r.drop(inst)
 	return nil
+}
+
+// drop forgets an instance; writeMu is held.
+func (r *Registry) drop(inst *Instance) {
+	inst.mu.Lock()
+	inst.gone.Store(true)
+	inst.mu.Unlock()
+	r.mu.Lock()
+	if r.byID[inst.id] == inst {
+		delete(r.byID, inst.id)
+	}
+	r.mu.Unlock()
+	if inst.served && r.opts.Gone != nil {
+		r.opts.Gone(inst.id)
+	}
 }
 
 // Get returns an instance by id.
@@ -295,15 +453,7 @@ func (r *Registry) List() []*Instance {
 		out = append(out, inst)
 	}
 	r.mu.RUnlock()
-	slices.SortFunc(out, func(a, b *Instance) int {
-		switch {
-		case a.id < b.id:
-			return -1
-		case a.id > b.id:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b *Instance) int { return strings.Compare(a.id, b.id) })
 	return out
 }
 
@@ -314,9 +464,22 @@ func (r *Registry) Len() int {
 	return len(r.byID)
 }
 
-// Authenticate checks a token in constant time. An unknown id is compared
+// LocalLen returns the number of instances this replica serves.
+func (r *Registry) LocalLen() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	n := 0
+	for _, inst := range r.byID {
+		if inst.Local() {
+			n++
+		}
+	}
+	return n
+}
+
+// match checks a token in constant time. An unknown id is compared
 // against a random hash, so it takes the same path as a wrong token.
-func (r *Registry) Authenticate(id, token string) (*Instance, bool) {
+func (r *Registry) match(id, token string) (*Instance, bool) {
 	sum := sha256.Sum256([]byte(token))
 	inst, found := r.Get(id)
 	want := &r.dummyHash
@@ -330,8 +493,31 @@ func (r *Registry) Authenticate(id, token string) (*Instance, bool) {
 	return inst, true
 }
 
-// update runs one method call: copy the overrides, apply fn, compile,
-// persist, publish. On any error nothing changes.
+// Authenticate checks a token in constant time and returns the instance
+// if this replica serves it. The instances of other replicas never
+// authenticate here: this replica has no CA for them.
+func (r *Registry) Authenticate(id, token string) (*Instance, bool) {
+	inst, ok := r.match(id, token)
+	if !ok || !inst.Local() {
+		return nil, false
+	}
+	return inst, true
+}
+
+// Misdirected reports, for credentials that are right but belong to an
+// instance another replica serves, that replica's address.
+func (r *Registry) Misdirected(id, token string) (home string, ok bool) {
+	inst, ok := r.match(id, token)
+	if !ok || inst.Local() {
+		return "", false
+	}
+	return inst.Home(), true
+}
+
+// update runs one method call: apply fn to the current overrides,
+// compile, persist, publish. With a store, fn sees the overrides as
+// stored, inside a read-modify-write that no other replica's call can
+// interleave, and may run more than once. On any error nothing changes.
 func (r *Registry) update(ctx context.Context, id string, fn func(cls *chain.ClassPolicy, class string, o *chain.Overrides) error) (View, error) {
 	inst, ok := r.Get(id)
 	if !ok {
@@ -343,24 +529,48 @@ func (r *Registry) update(ctx context.Context, id string, fn func(cls *chain.Cla
 		return View{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	pol := r.opts.Policy()
-	next := inst.state.Load().ov.Clone()
-	if err := fn(pol.Class(inst.class), inst.class, &next); err != nil {
-		return View{}, err
+	cur := inst.state.Load()
+	var next chain.Overrides
+	var rt *chain.Runtime
+	apply := func(o chain.Overrides) error {
+		if err := fn(pol.Class(inst.class), inst.class, &o); err != nil {
+			return err
+		}
+		c, err := chain.CompileOverrides(o)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrBadArgs, err)
+		}
+		next, rt = o, c
+		return nil
 	}
-	rt, err := chain.CompileOverrides(next)
-	if err != nil {
-		return View{}, fmt.Errorf("%w: %w", ErrBadArgs, err)
-	}
-	if r.opts.Store != nil {
-		b, err := json.Marshal(next)
+	st := *cur
+	if r.opts.Store == nil {
+		if err := apply(cur.ov.Clone()); err != nil {
+			return View{}, err
+		}
+	} else {
+		rec, err := r.opts.Store.UpdateOverrides(ctx, id, func(stored json.RawMessage) (json.RawMessage, error) {
+			var o chain.Overrides
+			if len(stored) > 0 {
+				if err := json.Unmarshal(stored, &o); err != nil {
+					return nil, fmt.Errorf("stored overrides of %s: %w", id, err)
+				}
+			}
+			if err := apply(o); err != nil {
+				return nil, err
+			}
+			return json.Marshal(next)
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			return View{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
 		if err != nil {
 			return View{}, err
 		}
-		if err := r.opts.Store.PutOverrides(ctx, id, b); err != nil {
-			return View{}, err
-		}
+		st.rev = rec.Rev
 	}
-	inst.state.Store(&state{ov: next, rt: rt})
+	st.ov, st.rt = next, rt
+	inst.state.Store(&st)
 	return viewOf(inst, pol), nil
 }
 

@@ -51,7 +51,7 @@ func newRegistry(t testing.TB, st store.Store, classes ...chain.ClassSpec) (*Reg
 		classes = []chain.ClassSpec{sandboxClass, openClass}
 	}
 	pol.set(t, classes...)
-	r, err := Open(context.Background(), Options{Store: st, Policy: pol.get, Now: func() time.Time { return time.Unix(1700000000, 0) }})
+	r, err := Open(context.Background(), Options{Store: st, Policy: pol.get, Home: "127.0.0.1:3128", Now: func() time.Time { return time.Unix(1700000000, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestViewJSON(t *testing.T) {
 	r, _ := newRegistry(t, nil)
 	inst, _, _ := r.Create(ctx, "sbx-1", "MySandbox")
 	got := viewJSON(t, r.View(inst))
-	want := `{"id":"sbx-1","class":"MySandbox","enableInternet":false,"interceptHttps":true,"allowedHosts":["github.com","*.npmjs.org"],"deniedHosts":null,"outboundHandler":null,"outboundByHost":{},"created":"2023-11-14T22:13:20Z","caPersisted":false}`
+	want := `{"id":"sbx-1","class":"MySandbox","home":"127.0.0.1:3128","enableInternet":false,"interceptHttps":true,"allowedHosts":["github.com","*.npmjs.org"],"deniedHosts":null,"outboundHandler":null,"outboundByHost":{},"created":"2023-11-14T22:13:20Z","caPersisted":false}`
 	if got != want {
 		t.Fatalf("view\n got %s\nwant %s", got, want)
 	}
@@ -177,7 +177,7 @@ func TestViewJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = viewJSON(t, v)
-	want = `{"id":"sbx-1","class":"MySandbox","enableInternet":false,"interceptHttps":true,"allowedHosts":["github.com","*.npmjs.org"],"deniedHosts":null,"outboundHandler":{"method":"allowHosts","params":{"allowedHostnames":["github.com"]}},"outboundByHost":{"z.example.com":{"method":"noHttp","params":null},"*.a.com":{"method":"allowHosts","params":null}},"created":"2023-11-14T22:13:20Z","caPersisted":false}`
+	want = `{"id":"sbx-1","class":"MySandbox","home":"127.0.0.1:3128","enableInternet":false,"interceptHttps":true,"allowedHosts":["github.com","*.npmjs.org"],"deniedHosts":null,"outboundHandler":{"method":"allowHosts","params":{"allowedHostnames":["github.com"]}},"outboundByHost":{"z.example.com":{"method":"noHttp","params":null},"*.a.com":{"method":"allowHosts","params":null}},"created":"2023-11-14T22:13:20Z","caPersisted":false}`
 	if got != want {
 		t.Fatalf("view\n got %s\nwant %s", got, want)
 	}

@@ -14,8 +14,11 @@ import (
 // class's. Stale, ClassMissing, Created, CAPersisted and CANotAfter are
 // additions.
 type View struct {
-	ID              string       `json:"id"`
-	Class           string       `json:"class"`
+	ID    string `json:"id"`
+	Class string `json:"class"`
+	// Home is the advertised proxy address of the replica serving the
+	// instance: the host and port of its proxy_url.
+	Home            string       `json:"home"`
 	EnableInternet  bool         `json:"enableInternet"`
 	InterceptHTTPS  bool         `json:"interceptHttps"`
 	AllowedHosts    []string     `json:"allowedHosts"`
@@ -140,7 +143,7 @@ func decodeOrderedObject(data []byte, fn func(key string, raw json.RawMessage) e
 
 func viewOf(inst *Instance, pol *chain.ScriptPolicy) View {
 	st := inst.state.Load()
-	v := View{ID: inst.id, Class: inst.class, Created: inst.created, OutboundByHost: ByHostView{}}
+	v := View{ID: inst.id, Class: inst.class, Home: st.home, Created: inst.created, OutboundByHost: ByHostView{}}
 	for _, p := range inst.sources {
 		v.Sources = append(v.Sources, p.String())
 	}

@@ -14,7 +14,14 @@ import (
 // only as proxy.Instance, the service needs the registry's own type.
 // Outcome.Err goes to the log, where the redacting handler scrubs env values
 // from it (see redact.go).
-type backend struct{ svc *policy.Service }
+type backend struct {
+	svc *policy.Service
+	reg *instances.Registry
+}
+
+// Misdirected names the replica serving an instance whose credentials are
+// right but which this replica does not serve (proxy.Misdirector).
+func (b backend) Misdirected(id, token string) (string, bool) { return b.reg.Misdirected(id, token) }
 
 func (b backend) Authenticate(id, token string) (proxy.Instance, bool) {
 	inst, ok := b.svc.Authenticate(id, token)

@@ -12,15 +12,23 @@ import (
 
 // Config is everything `outbound serve` takes.
 type Config struct {
-	Script         string
-	Listen         string // proxy listener, default 127.0.0.1:3128
-	Admin          string // control API listener, default 127.0.0.1:3129
-	Transparent    string // serve --transparent: listener for redirected connections (Linux); "" for none
-	AdminToken     string
-	EnvFile        string            // "" means .dev.vars beside the script, if present
-	Vars           map[string]string // --var
-	KV             []string          // KV binding names
-	StateDir       string
+	Script      string
+	Listen      string // proxy listener, default 127.0.0.1:3128
+	Admin       string // control API listener, default 127.0.0.1:3129
+	Transparent string // serve --transparent: listener for redirected connections (Linux); "" for none
+	AdminToken  string
+	EnvFile     string            // "" means .dev.vars beside the script, if present
+	Vars        map[string]string // --var
+	KV          []string          // KV binding names
+	StateDir    string            // for the default store
+	// Store is where instances, overrides and KV live: "bolt:PATH" (a
+	// database file), "redis://…" or "rediss://…" (a store shared by a
+	// fleet). "" means bolt:StateDir/outbound.db.
+	Store string
+	// Advertise is the proxy address (HOST:PORT) written into proxy_url
+	// and recorded as the home of the instances this replica serves. ""
+	// means the proxy listener's address.
+	Advertise      string
 	AllowPrivate   bool
 	AllowNets      []netip.Prefix
 	Resolve        []string // HOST:PORT:ADDR

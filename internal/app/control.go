@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +28,9 @@ func apiError(err error) error {
 		return nil
 	}
 	status := instances.Status(err)
+	if status == http.StatusServiceUnavailable {
+		return &control.Error{Status: status, Msg: err.Error()} // "store unavailable: …"
+	}
 	if status >= 500 {
 		return err // logged by the API, answered as "internal error"
 	}
@@ -45,9 +50,14 @@ type statusView struct {
 	// page's handler switch. An addition to interfaces.md.
 	OutboundHandlers map[string][]string `json:"outboundHandlers"`
 	Instances        int                 `json:"instances"`
-	Proxy            struct {
-		Listen string `json:"listen"`
+	// LocalInstances are the instances this replica serves (all of them,
+	// unless the store is shared by a fleet).
+	LocalInstances int `json:"localInstances"`
+	Proxy          struct {
+		Listen    string `json:"listen"`
+		Advertise string `json:"advertise"`
 	} `json:"proxy"`
+	Store storeView `json:"store"`
 	Admin struct {
 		Listen string `json:"listen"`
 	} `json:"admin"`
@@ -78,7 +88,10 @@ func (b *controlBackend) Status() any {
 		release()
 	}
 	v.Instances = s.registry.Len()
+	v.LocalInstances = s.registry.LocalLen()
 	v.Proxy.Listen = s.ProxyAddr().String()
+	v.Proxy.Advertise = s.advertise
+	v.Store = viewStore(s.storeHealth())
 	v.Admin.Listen = s.AdminAddr().String()
 	return v
 }
@@ -87,22 +100,22 @@ func (b *controlBackend) CreateInstance(ctx context.Context, id, class string, s
 	return b.s.CreateInstance(ctx, id, class, sources...)
 }
 
-// CreateInstance creates an instance and its CA. The token appears only in
-// the returned proxy URL. Sources are the client ranges the transparent
-// listener attributes to the instance.
+// CreateInstance creates an instance served by this replica, with its CA.
+// The token appears only in the returned proxy URL, which names this
+// replica's advertised address. Sources are the client ranges the
+// transparent listener attributes to the instance.
 func (s *App) CreateInstance(ctx context.Context, id, class string, sources ...netip.Prefix) (control.Created, error) {
 	inst, token, err := s.registry.Create(ctx, id, class, sources...)
 	if err != nil {
 		return control.Created{}, apiError(err)
 	}
-	authority, err := s.cas.Add(inst.ID())
-	if err != nil {
-		s.registry.Delete(ctx, inst.ID())
-		return control.Created{}, fmt.Errorf("CA for instance %q: %w", inst.ID(), err)
+	u := url.URL{Scheme: "http", User: url.UserPassword(inst.ID(), token), Host: s.advertise}
+	attrs := []any{"instance", inst.ID(), "class", inst.Class()}
+	if a, ok := s.cas.Get(inst.ID()); ok {
+		attrs = append(attrs, "caNotAfter", a.NotAfter().UTC().Format(time.RFC3339))
 	}
-	u := url.URL{Scheme: "http", User: url.UserPassword(inst.ID(), token), Host: s.ProxyAddr().String()}
-	s.log.Info("instance created", "instance", inst.ID(), "class", inst.Class(), "caNotAfter", authority.NotAfter().UTC().Format(time.RFC3339))
-	return control.Created{ID: inst.ID(), Class: inst.Class(), ProxyURL: u.String(), CAPEM: string(authority.CertPEM())}, nil
+	s.log.Info("instance created", attrs...)
+	return control.Created{ID: inst.ID(), Class: inst.Class(), ProxyURL: u.String(), CAPEM: string(inst.CACert())}, nil
 }
 
 func (b *controlBackend) ListInstances() []any {
@@ -130,43 +143,59 @@ func (b *controlBackend) GetInstance(id string) (any, error) {
 	return b.view(b.s.registry.View(inst)), nil
 }
 
-// view adds what the registry does not hold: the CA's expiry.
+// view adds what the registry does not hold: the CA's expiry. For an
+// instance another replica serves it is read from the shared certificate.
 func (b *controlBackend) view(v instances.View) instances.View {
 	if a, ok := b.s.cas.Get(v.ID); ok {
 		t := a.NotAfter().UTC()
 		v.CANotAfter = &t
+		return v
+	}
+	if inst, ok := b.s.registry.Get(v.ID); ok {
+		if blk, _ := pem.Decode(inst.CACert()); blk != nil {
+			if cert, err := x509.ParseCertificate(blk.Bytes); err == nil {
+				t := cert.NotAfter.UTC()
+				v.CANotAfter = &t
+			}
+		}
 	}
 	return v
 }
 
 // DeleteInstance removes the instance, its token, its CA key, its trace and
-// every connection it has open.
+// every connection it has open: here at once (the registry's Gone hook),
+// and on its home when the change reaches it.
 func (b *controlBackend) DeleteInstance(ctx context.Context, id string) error {
-	s := b.s
-	if err := s.registry.Delete(ctx, id); err != nil {
+	if err := b.s.registry.Delete(ctx, id); err != nil {
 		return apiError(err)
 	}
-	s.cas.Remove(id)
-	s.har.Remove(id)
-	s.proxy.CloseInstance(id)
-	s.log.Info("instance deleted", "instance", id)
+	b.s.log.Info("instance deleted", "instance", id)
 	return nil
 }
 
+// CAPEM answers for any instance of the fleet: the certificate is in the
+// store, the key only on the home.
 func (b *controlBackend) CAPEM(id string) ([]byte, error) {
-	if _, err := b.instance(id); err != nil {
+	inst, err := b.instance(id)
+	if err != nil {
 		return nil, err
 	}
-	a, ok := b.s.cas.Get(id)
-	if !ok {
+	pem := inst.CACert()
+	if pem == nil {
 		return nil, &control.Error{Status: 404, Msg: fmt.Sprintf("no CA for instance %q", id)}
 	}
-	return a.CertPEM(), nil
+	return pem, nil
 }
 
+// HAR is kept by the replica that carried the traffic: the home.
 func (b *controlBackend) HAR(id string) ([]byte, error) {
-	if _, err := b.instance(id); err != nil {
+	inst, err := b.instance(id)
+	if err != nil {
 		return nil, err
+	}
+	if !inst.Local() {
+		return nil, &control.Error{Status: http.StatusMisdirectedRequest,
+			Msg: fmt.Sprintf("instance %q is served by the replica at %s; its traffic is recorded there: ask that replica's control API", id, inst.Home())}
 	}
 	return b.s.har.HAR(id)
 }
@@ -195,6 +224,31 @@ func (b *controlBackend) Explain(_ context.Context, id, rawURL, _ string) (any, 
 		return nil, err
 	}
 	return e, nil
+}
+
+// storeView is the store's health in /v1/status.
+type storeView struct {
+	Backend string     `json:"backend"`
+	Addr    string     `json:"addr,omitempty"`
+	Up      bool       `json:"up"`
+	Error   *string    `json:"error"`
+	Since   *time.Time `json:"since,omitempty"`
+	// Resyncs counts full rereads after the change feed reconnected.
+	Resyncs   uint64 `json:"resyncs"`
+	ClaimLost bool   `json:"homeClaimLost,omitempty"`
+}
+
+func viewStore(h store.Health) storeView {
+	v := storeView{Backend: h.Backend, Addr: h.Addr, Up: h.Up, Resyncs: h.Resyncs, ClaimLost: h.ClaimLost}
+	if h.Err != "" {
+		msg := h.Err
+		v.Error = &msg
+	}
+	if !h.Since.IsZero() {
+		since := h.Since.UTC()
+		v.Since = &since
+	}
+	return v
 }
 
 func (b *controlBackend) KV(binding string) (store.KV, bool) {

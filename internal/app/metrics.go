@@ -4,17 +4,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/outbound-dev/outbound/internal/events"
+	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/proxy/ca"
 )
 
 // metrics are the server's own series; the proxy registers its own.
 type metrics struct {
-	generation  prometheus.Gauge
-	loads       *prometheus.CounterVec
-	scriptError prometheus.Gauge
+	generation    prometheus.Gauge
+	loads         *prometheus.CounterVec
+	scriptError   prometheus.Gauge
+	remoteChanges prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, hub *events.Hub) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, hub *events.Hub, health func() store.Health) (*metrics, error) {
 	m := &metrics{
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "outbound_script_generation", Help: "The script generation serving requests.",
@@ -32,7 +34,29 @@ func newMetrics(reg prometheus.Registerer, hub *events.Hub) (*metrics, error) {
 	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "outbound_events_dropped_total", Help: "Live events dropped for watchers that fell behind.",
 	}, func() float64 { return float64(hub.Dropped()) })
-	for _, c := range []prometheus.Collector{m.generation, m.loads, m.scriptError, subscribers, dropped} {
+	m.remoteChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "outbound_store_remote_changes_total", Help: "Instance changes made by other replicas of the fleet and applied here.",
+	})
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outbound_store_up", Help: "1 while the store is reachable and its change feed connected; 0 while this replica decides on the last known state.",
+	}, func() float64 {
+		if health().Up {
+			return 1
+		}
+		return 0
+	})
+	resyncs := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "outbound_store_resyncs_total", Help: "Full rereads of the shared store after its change feed reconnected.",
+	}, func() float64 { return float64(health().Resyncs) })
+	claimLost := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "outbound_store_home_claim_lost", Help: "1 while another process holds this replica's home claim (two replicas with one --advertise).",
+	}, func() float64 {
+		if health().ClaimLost {
+			return 1
+		}
+		return 0
+	})
+	for _, c := range []prometheus.Collector{m.generation, m.loads, m.scriptError, m.remoteChanges, up, resyncs, claimLost, subscribers, dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -9,8 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +29,7 @@ import (
 	"github.com/outbound-dev/outbound/internal/events"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/bolt"
+	"github.com/outbound-dev/outbound/internal/store/redis"
 	"github.com/outbound-dev/outbound/jsapi"
 	"github.com/outbound-dev/outbound/proxy"
 	"github.com/outbound-dev/outbound/proxy/authlimit"
@@ -56,6 +60,12 @@ type App struct {
 	transLn  net.Listener // serve --transparent, or nil
 	metrics  *metrics
 	events   *events.Hub
+	// advertise is the proxy address in proxy_url and the home recorded
+	// for the instances served here.
+	advertise string
+	// remoteHook, if set, is called with the id of each instance changed
+	// by another replica once the change is applied here.
+	remoteHook atomic.Pointer[func(id string)]
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -89,7 +99,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = proxy.DefaultMaxHeaderBytes
 	}
-	if cfg.StateDir == "" {
+	if cfg.StateDir == "" && (cfg.Store == "" || cfg.Store == "bolt:") {
 		return nil, errors.New("no state directory given")
 	}
 	s = &App{cfg: cfg, log: cfg.Logger, cas: nil, har: har.NewStore(0), events: hub}
@@ -105,7 +115,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.metrics, err = newMetrics(reg, hub); err != nil {
+	if s.metrics, err = newMetrics(reg, hub, s.storeHealth); err != nil {
 		return nil, err
 	}
 
@@ -119,10 +129,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		return nil, err
 	}
 
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
-	}
-	if s.store, err = bolt.Open(cfg.StateDir); err != nil {
+	if s.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
 	kv := map[string]store.KV{}
@@ -154,8 +161,42 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	}
 	envNow := s.reloader.Env
 	red.env.Store(&envNow)
+
+	if s.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("proxy listener: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
+		return nil, fmt.Errorf("control API listener: %w", err)
+	}
+	if s.advertise, err = advertise(cfg.Advertise, s.proxyLn.Addr()); err != nil {
+		return nil, err
+	}
+	shared, isShared := s.store.(store.Shared)
+	if isShared {
+		if cfg.Advertise == "" {
+			s.log.Warn("fleet: no --advertise given: proxy_url and the instances' home name the proxy listener, which must be an address the sandboxes and the other replicas reach, and the same after a restart", "advertise", s.advertise)
+		}
+		// Before taking over stored instances: two live replicas must not
+		// both serve one home.
+		if err := shared.ClaimHome(ctx, s.advertise); err != nil {
+			return nil, err
+		}
+	}
 	scripts := policy.FromReloader(s.reloader)
-	s.registry, err = instances.Open(ctx, instances.Options{Store: s.store, Policy: policy.PolicyOf(scripts)})
+	s.registry, err = instances.Open(ctx, instances.Options{
+		Store: s.store, Policy: policy.PolicyOf(scripts), Home: s.advertise, Shared: isShared, Logger: cfg.Logger,
+		// CAs are not persisted: instances this replica takes over at
+		// start get a fresh one, as created ones do.
+		NewCA: func(id string) ([]byte, error) {
+			a, err := s.cas.Add(id)
+			if err != nil {
+				return nil, err
+			}
+			return a.CertPEM(), nil
+		},
+		Gone:     s.instanceGone,
+		OnRemote: s.remoteApplied,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -165,19 +206,6 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// CAs are not persisted: restored instances get a fresh one.
-	for _, inst := range s.registry.List() {
-		if _, err := s.cas.Add(inst.ID()); err != nil {
-			return nil, fmt.Errorf("CA for instance %q: %w", inst.ID(), err)
-		}
-	}
-
-	if s.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("proxy listener: %w", err)
-	}
-	if s.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
-		return nil, fmt.Errorf("control API listener: %w", err)
-	}
 	if ap, perr := netip.ParseAddrPort(s.adminLn.Addr().String()); perr == nil {
 		guard.AddSelf(ap)
 	}
@@ -186,7 +214,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	}
 
 	s.proxy, err = proxy.New(proxy.Options{
-		Backend: backend{s.svc}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
+		Backend: backend{svc: s.svc, reg: s.registry}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
 		Logger: cfg.Logger, Metrics: pm, HAR: s.har, Events: hub,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, IdleTimeout: cfg.IdleTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
 		MaxConns: cfg.MaxConns, MaxTunnels: cfg.MaxTunnels,
@@ -213,8 +241,76 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	}
 	// Event streams never go idle: end them, or Shutdown waits them out.
 	s.admin.RegisterOnShutdown(hub.Close)
+	// Everything a remote change may touch exists now.
+	s.registry.Start()
 	return s, nil
 }
+
+// openStore opens the store named by cfg.Store.
+func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	switch u := cfg.Store; {
+	case u == "" || u == "bolt:":
+		return bolt.Open(cfg.StateDir)
+	case strings.HasPrefix(u, "bolt:"):
+		return bolt.OpenFile(strings.TrimPrefix(u, "bolt:"))
+	case strings.HasPrefix(u, "redis://") || strings.HasPrefix(u, "rediss://"):
+		return redis.Open(ctx, redis.Options{URL: u, Logger: cfg.Logger})
+	}
+	return nil, fmt.Errorf("bad --store %q: want bolt:PATH, redis://[USER:PASS@]HOST:PORT/DB or rediss://…", redactURL(cfg.Store))
+}
+
+// redactURL hides a password in a URL-looking flag value.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	if strings.Contains(raw, "@") {
+		return "(a value with credentials)"
+	}
+	return raw
+}
+
+// advertise checks --advertise, or takes the proxy listener's address.
+func advertise(flag string, ln net.Addr) (string, error) {
+	if flag == "" {
+		return ln.String(), nil
+	}
+	host, port, err := net.SplitHostPort(flag)
+	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("bad --advertise %q: want HOST:PORT, the proxy address sandboxes and other replicas reach", flag)
+	}
+	return flag, nil
+}
+
+// instanceGone drops what this replica held for an instance it no longer
+// serves: the CA key, the trace and open connections.
+func (s *App) instanceGone(id string) {
+	s.cas.Remove(id)
+	s.har.Remove(id)
+	if s.proxy != nil {
+		s.proxy.CloseInstance(id)
+	}
+}
+
+// remoteApplied counts a change made on another replica once it is
+// applied here; tests and benchmarks watch it through remoteHook.
+func (s *App) remoteApplied(id string) {
+	s.metrics.remoteChanges.Inc()
+	if h := s.remoteHook.Load(); h != nil {
+		(*h)(id)
+	}
+}
+
+// storeHealth is the store's health; the embedded store is always up.
+func (s *App) storeHealth() store.Health {
+	if sh, ok := s.store.(store.Shared); ok {
+		return sh.Health()
+	}
+	return store.Health{Backend: "bolt", Up: true}
+}
+
+// Advertise is the proxy address in proxy_url: this replica's home.
+func (s *App) Advertise() string { return s.advertise }
 
 // newUpstream builds the guard and the shared upstream transport. Addresses
 // the operator named in --resolve and --connect-to are opted in, since the
@@ -333,6 +429,9 @@ func (s *App) Close() error {
 		}
 		if s.up != nil {
 			s.up.CloseIdleConnections()
+		}
+		if s.registry != nil {
+			s.registry.Close()
 		}
 		if s.store != nil {
 			errs = append(errs, s.store.Close())

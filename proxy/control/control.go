@@ -373,8 +373,7 @@ func (a *api) kvPut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := kv.Put(r.Context(), key, val, time.Time{}); err != nil {
-		a.log.Error("kv put failed", "binding", r.PathValue("binding"), "error", err)
-		writeError(w, Errorf(http.StatusInternalServerError, "kv put failed"))
+		a.kvFailed(w, r, "put", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -387,8 +386,7 @@ func (a *api) kvGet(w http.ResponseWriter, r *http.Request) {
 	}
 	val, found, err := kv.Get(r.Context(), key)
 	if err != nil {
-		a.log.Error("kv get failed", "binding", r.PathValue("binding"), "error", err)
-		writeError(w, Errorf(http.StatusInternalServerError, "kv get failed"))
+		a.kvFailed(w, r, "get", err)
 		return
 	}
 	if !found {
@@ -405,11 +403,21 @@ func (a *api) kvDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := kv.Delete(r.Context(), key); err != nil {
-		a.log.Error("kv delete failed", "binding", r.PathValue("binding"), "error", err)
-		writeError(w, Errorf(http.StatusInternalServerError, "kv delete failed"))
+		a.kvFailed(w, r, "delete", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// kvFailed answers a KV call the store failed: 503 with the cause when
+// the store is out of reach (the caller may retry), else 500 and the log.
+func (a *api) kvFailed(w http.ResponseWriter, r *http.Request, op string, err error) {
+	if errors.Is(err, store.ErrUnavailable) {
+		writeError(w, &Error{Status: http.StatusServiceUnavailable, Msg: err.Error()})
+		return
+	}
+	a.log.Error("kv "+op+" failed", "binding", r.PathValue("binding"), "error", err)
+	writeError(w, Errorf(http.StatusInternalServerError, "kv %s failed", op))
 }
 
 // decodeJSON reads one JSON value, size-limited. An empty body is allowed

@@ -41,13 +41,21 @@ type Bolt struct {
 
 var _ store.Store = (*Bolt)(nil)
 
-// Open opens (creating if needed) the database in dir. It fails rather
-// than waits when another process holds the database.
+// Open opens (creating if needed) the database File in dir. It fails
+// rather than waits when another process holds the database.
 func Open(dir string) (*Bolt, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
 	}
-	path := filepath.Join(dir, File)
+	return OpenFile(filepath.Join(dir, File))
+}
+
+// OpenFile opens (creating if needed) the database at path, creating its
+// directory if needed.
+func OpenFile(path string) (*Bolt, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create store directory for %s: %w", path, err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +37,7 @@ func (k *kv) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
-	gen := k.s.cache.generation()
+	st := k.s.cache.stamp(k.binding, key)
 	octx, cancel := k.s.op(ctx)
 	defer cancel()
 	var get *goredis.StringCmd
@@ -56,7 +57,7 @@ func (k *kv) Get(ctx context.Context, key string) ([]byte, bool, error) {
 		return nil, false, k.s.fail(ctx, "KV "+k.binding+" get", err)
 	}
 	if errors.Is(get.Err(), goredis.Nil) {
-		k.s.cache.put(gen, k.binding, key, nil, false, time.Time{})
+		k.s.cache.put(st, k.binding, key, nil, false, time.Time{})
 		return nil, false, nil
 	}
 	v := []byte(get.Val())
@@ -64,7 +65,7 @@ func (k *kv) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if d := ttl.Val(); d > 0 {
 		exp = time.Now().Add(d)
 	}
-	k.s.cache.put(gen, k.binding, key, v, true, exp)
+	k.s.cache.put(st, k.binding, key, v, true, exp)
 	return v, true, nil
 }
 
@@ -270,10 +271,16 @@ func (s *Store) sweepLoop(ctx context.Context) {
 // here or from the feed, drops the entry; a feed reconnect drops them all,
 // since changes may have been missed. Only small values are kept.
 type lastKnown struct {
-	mu    sync.Mutex
-	gen   uint64 // bumped by every invalidation; a read started before one must not fill the cache
-	cache *lru.Cache[string, lastValue]
+	mu sync.Mutex
+	// A read started before an invalidation of its key must not fill the
+	// cache: every invalidation bumps its key's stripe, clear bumps epoch.
+	epoch   uint64
+	stripes [256]uint64
+	cache   *lru.Cache[string, lastValue]
 }
+
+// stamp identifies the state of a key's invalidations.
+type stamp struct{ epoch, stripe uint64 }
 
 type lastValue struct {
 	v     []byte
@@ -295,17 +302,23 @@ func cacheKey(binding, key string) string {
 	return strconv.Itoa(len(binding)) + ":" + binding + key
 }
 
-func (l *lastKnown) generation() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.gen
+func stripe(ck string) int {
+	h := fnv.New32a()
+	h.Write([]byte(ck))
+	return int(h.Sum32() % 256)
 }
 
-func (l *lastKnown) put(gen uint64, binding, key string, v []byte, found bool, exp time.Time) {
+func (l *lastKnown) stamp(binding, key string) stamp {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return stamp{l.epoch, l.stripes[stripe(cacheKey(binding, key))]}
+}
+
+func (l *lastKnown) put(st stamp, binding, key string, v []byte, found bool, exp time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ck := cacheKey(binding, key)
-	if gen != l.gen || len(v) > lastKnownMaxBytes {
+	if st != (stamp{l.epoch, l.stripes[stripe(ck)]}) || len(v) > lastKnownMaxBytes {
 		l.cache.Remove(ck)
 		return
 	}
@@ -329,13 +342,14 @@ func (l *lastKnown) get(binding, key string, now time.Time) (v []byte, found, ok
 func (l *lastKnown) invalidate(binding, key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.gen++
-	l.cache.Remove(cacheKey(binding, key))
+	ck := cacheKey(binding, key)
+	l.stripes[stripe(ck)]++
+	l.cache.Remove(ck)
 }
 
 func (l *lastKnown) clear() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.gen++
+	l.epoch++
 	l.cache.Purge()
 }

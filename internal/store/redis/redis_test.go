@@ -1,11 +1,16 @@
 package redis
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/redis/redistest"
@@ -40,4 +45,205 @@ func TestConformance(t *testing.T) {
 			return openAt(t, srv.URL(), s.(*Store).keys.p)
 		},
 	})
+}
+
+// waitFor polls cond until it holds or a generous deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestOutage stops Redis under two handles: writes fail with
+// ErrUnavailable and name the cause, health goes down, a KV value read
+// before the outage is still answered; after a restart health comes
+// back, subscribers are told to resync, writes work and nothing
+// acknowledged before the outage is lost.
+func TestOutage(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t, redistest.Options{})
+	s1 := openAt(t, srv.URL(), "o:")
+	s2 := openAt(t, srv.URL(), "o:")
+	var resyncs atomic.Int64
+	var sawPut atomic.Bool
+	defer s2.Subscribe(func(c store.Change) {
+		switch {
+		case c.Kind == store.Resync:
+			resyncs.Add(1)
+		case c.Kind == store.KVChanged && c.Key == "k":
+			sawPut.Store(true)
+		}
+	})()
+	if err := s1.CreateInstance(ctx, store.Instance{ID: "a", Class: "C", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.KV("K").Put(ctx, "k", []byte("before"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	// A read racing the put's own announcement is not remembered (it might
+	// be older than the announced write); read after it.
+	waitFor(t, "the put to be announced", sawPut.Load)
+	if v, ok, err := s2.KV("K").Get(ctx, "k"); string(v) != "before" || !ok || err != nil {
+		t.Fatalf("get before the outage: %q %v %v", v, ok, err)
+	}
+	if _, ok, err := s2.KV("K").Get(ctx, "absent"); ok || err != nil {
+		t.Fatalf("get of a missing key before the outage: %v %v", ok, err)
+	}
+
+	srv.Stop()
+	waitFor(t, "health to go down", func() bool { return !s2.Health().Up })
+	h := s2.Health()
+	if h.Err == "" || h.Backend != "redis" || h.Addr != "redis://"+srv.Addr()+"/0" {
+		t.Fatalf("health while down: %+v", h)
+	}
+	err := s1.PutOverrides(ctx, "a", json.RawMessage(`{}`))
+	if !errors.Is(err, store.ErrUnavailable) || !strings.HasPrefix(err.Error(), "store unavailable: ") {
+		t.Fatalf("write during the outage: %v, want store unavailable: …", err)
+	}
+	if err := s1.KV("K").Put(ctx, "k2", []byte("x"), time.Time{}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("KV put during the outage: %v", err)
+	}
+	// Last known state: the value and the absence read before.
+	if v, ok, err := s2.KV("K").Get(ctx, "k"); string(v) != "before" || !ok || err != nil {
+		t.Fatalf("get during the outage: %q %v %v, want the last known value", v, ok, err)
+	}
+	if _, ok, err := s2.KV("K").Get(ctx, "absent"); ok || err != nil {
+		t.Fatalf("get of a missing key during the outage: %v %v", ok, err)
+	}
+	if _, _, err := s2.KV("K").Get(ctx, "never-read"); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("get of a key never read, during the outage: %v", err)
+	}
+
+	srv.Restart()
+	waitFor(t, "health to come back", func() bool { return s2.Health().Up && s1.Health().Up })
+	waitFor(t, "a resync after the reconnect", func() bool { return resyncs.Load() > 0 })
+	if s2.Health().Resyncs == 0 {
+		t.Fatalf("health counts no resync: %+v", s2.Health())
+	}
+	if err := s1.PutOverrides(ctx, "a", json.RawMessage(`{"x":1}`)); err != nil {
+		t.Fatalf("write after the outage: %v", err)
+	}
+	in, err := s2.Instance(ctx, "a")
+	if err != nil || string(in.Overrides) != `{"x":1}` {
+		t.Fatalf("instance after the outage: %+v %v", in, err)
+	}
+	if v, ok, err := s2.KV("K").Get(ctx, "k"); string(v) != "before" || !ok || err != nil {
+		t.Fatalf("KV after the outage: %q %v %v", v, ok, err)
+	}
+}
+
+// TestKilledRedisKeepsAcknowledgedWrites: with appendfsync always (as
+// the docs ask), a SIGKILL of Redis loses no acknowledged write.
+func TestKilledRedisKeepsAcknowledgedWrites(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t, redistest.Options{})
+	s := openAt(t, srv.URL(), "k:")
+	for i := 0; i < 50; i++ {
+		if err := s.KV("K").Put(ctx, fmt.Sprint(i), []byte("v"), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Kill()
+	srv.Restart()
+	var keys []string
+	waitFor(t, "the keys to be readable after the restart", func() bool {
+		var err error
+		keys, _, err = s.KV("K").List(ctx, "", "", 0)
+		return err == nil
+	})
+	if len(keys) != 50 {
+		t.Fatalf("%d keys after SIGKILL of Redis, want 50", len(keys))
+	}
+}
+
+// TestClaimLapses: a claim left by a process that died (simulated by a
+// claim key with a short expiry under another owner) is taken once it
+// lapses.
+func TestClaimLapses(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t, redistest.Options{})
+	s := openAt(t, srv.URL(), "c:")
+	if err := s.c.Set(ctx, s.keys.claim("h:1"), "dead-process", 300*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClaimHome(ctx, "h:1"); err != nil {
+		t.Fatalf("claim after the dead process's lapsed: %v", err)
+	}
+	if v, _ := s.c.Get(ctx, s.keys.claim("h:1")).Result(); v != s.origin {
+		t.Fatalf("claim holds %q", v)
+	}
+}
+
+// TestPasswordNeverInErrorsOrLogs: a URL with a password connects; a
+// wrong one fails at once; neither message nor log holds the password.
+func TestPasswordNeverInErrorsOrLogs(t *testing.T) {
+	const pass = "s3cret-redis-pass"
+	srv := redistest.Start(t, redistest.Options{Password: pass})
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := Open(context.Background(), Options{URL: srv.URL(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Addr() != "redis://"+srv.Addr()+"/0" {
+		t.Errorf("Addr %q", s.Addr())
+	}
+	s.Close()
+	bad := strings.Replace(srv.URL(), pass, "wrong-"+pass, 1)
+	_, err = Open(context.Background(), Options{URL: bad, Logger: log, ConnectWait: time.Minute})
+	if err == nil {
+		t.Fatal("a wrong password connected")
+	}
+	if strings.Contains(err.Error(), pass) || strings.Contains(logs.String(), pass) {
+		t.Fatalf("the password leaked: %v\n%s", err, logs.String())
+	}
+	for _, u := range []string{"redis://:" + pass + "@[::1", "http://:" + pass + "@host:1/0", "redis://:" + pass + "@host:1/notadb"} {
+		_, _, err := ParseURL(u)
+		if err == nil || strings.Contains(err.Error(), pass) {
+			t.Errorf("ParseURL(%q) = %v", strings.ReplaceAll(u, pass, "PASS"), err)
+		}
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	o, addr, err := ParseURL("rediss://user:pw@redis.example:6380/3")
+	if err != nil || o.TLSConfig == nil || o.DB != 3 || o.Username != "user" || addr != "rediss://redis.example:6380/3" {
+		t.Fatalf("rediss URL: %+v %q %v", o, addr, err)
+	}
+	if _, _, err := ParseURL("redis://h:1/0?tls_ca=/x.pem"); err == nil {
+		t.Fatal("tls_ca accepted without TLS")
+	}
+	dir := t.TempDir()
+	if _, _, err := ParseURL("rediss://h:1/0?tls_ca=" + dir + "/missing.pem"); err == nil {
+		t.Fatal("a missing tls_ca file accepted")
+	}
+}
+
+// TestSweep reclaims the index entries of expired keys, and only those.
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t, redistest.Options{})
+	s := openAt(t, srv.URL(), "w:")
+	kv := s.KV("T")
+	if err := kv.Put(ctx, "short", []byte("x"), time.Now().Add(50*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Put(ctx, "long", []byte("x"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the short key to expire", func() bool {
+		n, _ := s.c.Exists(ctx, s.keys.kvPrefix("T")+"short").Result()
+		return n == 0
+	})
+	if n, err := s.Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v", n, err)
+	}
+	if m, _ := s.c.ZRange(ctx, s.keys.kvIndex("T"), 0, -1).Result(); len(m) != 1 || m[0] != "long" {
+		t.Fatalf("index after sweep: %v", m)
+	}
 }
