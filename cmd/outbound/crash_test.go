@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,9 +20,23 @@ import (
 // ready.
 func startServe(t *testing.T, script, state string, extra ...string) (*exec.Cmd, *client.Client) {
 	t.Helper()
-	args := []string{"serve", "--script", script, "--state", state,
-		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"}
-	cmd := exec.Command(binary, append(args, extra...)...)
+	p := serveProc(t, append([]string{"--script", script, "--state", state, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, extra...)...)
+	return p.cmd, p.admin
+}
+
+// served is a running `outbound serve`.
+type served struct {
+	cmd          *exec.Cmd
+	admin        *client.Client
+	proxy, adv   string // the proxy listener and the advertised address
+	adminAddress string
+}
+
+// serveProc runs `outbound serve` with args (and JSON logs) and returns it
+// once GET /v1/status answers. It is killed at the test's end.
+func serveProc(t *testing.T, args ...string) served {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve", "--log-format", "json"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -31,28 +46,43 @@ func startServe(t *testing.T, script, state string, extra ...string) (*exec.Cmd,
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	// The serving line names the actual addresses.
-	admin := make(chan string, 1)
+	ready := make(chan served, 1)
+	exited := make(chan string, 1)
 	go func() {
+		var log strings.Builder
+		defer func() { exited <- log.String() }()
 		sc := bufio.NewScanner(stderr)
-		re := regexp.MustCompile(`"admin":"([^"]+)"`)
+		field := func(line, name string) string {
+			m := regexp.MustCompile(`"` + name + `":"([^"]+)"`).FindStringSubmatch(line)
+			if m == nil {
+				return ""
+			}
+			return m[1]
+		}
 		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				admin <- m[1]
+			line := sc.Text()
+			if log.Len() < 64<<10 {
+				log.WriteString(line + "\n")
+			}
+			if field(line, "admin") != "" {
+				ready <- served{cmd: cmd, proxy: field(line, "proxy"), adv: field(line, "advertise"), adminAddress: field(line, "admin")}
 			}
 		}
 	}()
 	select {
-	case a := <-admin:
-		c := client.New(a, "")
+	case s := <-ready:
+		s.admin = client.New(s.adminAddress, "")
 		waitFor(t, "GET /v1/status to answer", func() bool {
-			_, err := c.Status(context.Background())
+			_, err := s.admin.Status(context.Background())
 			return err == nil
 		})
-		return cmd, c
+		return s
+	case log := <-exited:
+		t.Fatalf("outbound serve %v exited before serving:\n%s", args, log)
 	case <-time.After(60 * time.Second):
 		t.Fatal("outbound serve did not log its addresses")
 	}
-	return nil, nil
+	return served{}
 }
 
 // TestKill9LosesNoAcknowledgedChange: the server is killed with SIGKILL in

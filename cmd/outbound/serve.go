@@ -126,6 +126,11 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 	if err := checkStore(f.store); err != nil {
 		return c, err
 	}
+	if f.advertise != "" {
+		if err := app.CheckAdvertise(f.advertise); err != nil {
+			return c, err
+		}
+	}
 	if c.StateDir == "" {
 		if c.StateDir, err = defaultStateDir(); err != nil {
 			return c, err

@@ -3,6 +3,7 @@ package instances
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -168,6 +169,20 @@ func TestFleetRegistries(t *testing.T) {
 	}
 	if len(b.goneList()) != 0 {
 		t.Fatalf("B dropped CAs it never had: %v", b.goneList())
+	}
+
+	// A call on B right after a create on A: B reads the new id through.
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("now-%d", i)
+		if _, _, err := a.Create(ctx, id, "Open"); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Call(ctx, id, "denyHost", raws(`"x.com"`)); err != nil || v.Home != "10.0.0.1:3128" {
+			t.Fatalf("a call on B right after the create on A: %+v %v", v, err)
+		}
+	}
+	if _, err := b.Lookup(ctx, "never-made"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Lookup of an unknown id: %v", err)
 	}
 }
 

@@ -104,8 +104,8 @@ func (r *Registry) Call(ctx context.Context, id, method string, rawArgs []json.R
 	if !ok {
 		return View{}, fmt.Errorf("%w: %q", ErrUnknownMethod, method)
 	}
-	if _, ok := r.Get(id); !ok {
-		return View{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	if _, err := r.Lookup(ctx, id); err != nil {
+		return View{}, err
 	}
 	if n := len(rawArgs); n < m.min || n > m.max {
 		want := fmt.Sprint(m.min)

@@ -404,6 +404,9 @@ func (r *Registry) exists(id string) bool {
 // Delete removes an instance, wherever it is served; its token stops
 // working at once here, and on its home as soon as the change reaches it.
 func (r *Registry) Delete(ctx context.Context, id string) error {
+	if _, err := r.Lookup(ctx, id); err != nil {
+		return err
+	}
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	inst, ok := r.Get(id)
@@ -443,6 +446,24 @@ func (r *Registry) Get(id string) (*Instance, bool) {
 	inst, ok := r.byID[id]
 	r.mu.RUnlock()
 	return inst, ok
+}
+
+// Lookup returns an instance by id. With a shared store, an id this
+// replica has not heard of yet is read from the store, so that a call
+// made on any replica right after a create on another finds it.
+func (r *Registry) Lookup(ctx context.Context, id string) (*Instance, error) {
+	if in, ok := r.Get(id); ok {
+		return in, nil
+	}
+	if r.opts.Store != nil && r.opts.Shared && validID(id) {
+		if err := r.refresh(ctx, id); err != nil {
+			return nil, err
+		}
+		if in, ok := r.Get(id); ok {
+			return in, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 }
 
 // List returns every instance, in id order.
@@ -519,9 +540,9 @@ func (r *Registry) Misdirected(id, token string) (home string, ok bool) {
 // stored, inside a read-modify-write that no other replica's call can
 // interleave, and may run more than once. On any error nothing changes.
 func (r *Registry) update(ctx context.Context, id string, fn func(cls *chain.ClassPolicy, class string, o *chain.Overrides) error) (View, error) {
-	inst, ok := r.Get(id)
-	if !ok {
-		return View{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	inst, err := r.Lookup(ctx, id)
+	if err != nil {
+		return View{}, err
 	}
 	inst.mu.Lock()
 	defer inst.mu.Unlock()

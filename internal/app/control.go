@@ -3,8 +3,8 @@ package app
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -127,10 +127,17 @@ func (b *controlBackend) ListInstances() []any {
 	return out
 }
 
+// instance finds an instance of the fleet, reading through to a shared
+// store for one created on another replica moments ago.
 func (b *controlBackend) instance(id string) (*instances.Instance, error) {
-	inst, ok := b.s.registry.Get(id)
-	if !ok {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	inst, err := b.s.registry.Lookup(ctx, id)
+	if errors.Is(err, instances.ErrNotFound) {
 		return nil, &control.Error{Status: 404, Msg: fmt.Sprintf("no instance %q", id)}
+	}
+	if err != nil {
+		return nil, apiError(err)
 	}
 	return inst, nil
 }

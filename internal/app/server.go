@@ -103,9 +103,10 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		return nil, errors.New("no state directory given")
 	}
 	s = &App{cfg: cfg, log: cfg.Logger, cas: nil, har: har.NewStore(0), events: hub}
+	built := s // a failing return sets s to nil before this runs
 	defer func() {
 		if err != nil {
-			s.Close()
+			built.Close()
 		}
 	}()
 
@@ -250,13 +251,21 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 	switch u := cfg.Store; {
 	case u == "" || u == "bolt:":
-		return bolt.Open(cfg.StateDir)
+		return opened(bolt.Open(cfg.StateDir))
 	case strings.HasPrefix(u, "bolt:"):
-		return bolt.OpenFile(strings.TrimPrefix(u, "bolt:"))
+		return opened(bolt.OpenFile(strings.TrimPrefix(u, "bolt:")))
 	case strings.HasPrefix(u, "redis://") || strings.HasPrefix(u, "rediss://"):
-		return redis.Open(ctx, redis.Options{URL: u, Logger: cfg.Logger})
+		return opened(redis.Open(ctx, redis.Options{URL: u, Logger: cfg.Logger}))
 	}
 	return nil, fmt.Errorf("bad --store %q: want bolt:PATH, redis://[USER:PASS@]HOST:PORT/DB or rediss://…", redactURL(cfg.Store))
+}
+
+// opened returns a nil interface, not a typed nil, when opening failed.
+func opened[S store.Store](s S, err error) (store.Store, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // redactURL hides a password in a URL-looking flag value.
@@ -275,11 +284,17 @@ func advertise(flag string, ln net.Addr) (string, error) {
 	if flag == "" {
 		return ln.String(), nil
 	}
-	host, port, err := net.SplitHostPort(flag)
+	return flag, CheckAdvertise(flag)
+}
+
+// CheckAdvertise checks the form of an --advertise value: HOST:PORT with
+// a port that is not 0.
+func CheckAdvertise(v string) error {
+	host, port, err := net.SplitHostPort(v)
 	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("bad --advertise %q: want HOST:PORT, the proxy address sandboxes and other replicas reach", flag)
+		return fmt.Errorf("bad --advertise %q: want HOST:PORT, the proxy address sandboxes and other replicas reach", v)
 	}
-	return flag, nil
+	return nil
 }
 
 // instanceGone drops what this replica held for an instance it no longer
