@@ -113,18 +113,34 @@ func (s *Store) resync(again bool) {
 
 // deliver passes on a change made by another process.
 func (s *Store) deliver(payload string) {
-	var m message
-	if err := json.Unmarshal([]byte(payload), &m); err != nil {
+	c, origin, err := decodeMessage(payload)
+	if err != nil {
 		s.log.Warn("store: unreadable change message ignored", "error", err.Error())
 		return
 	}
-	if m.Origin == s.origin {
+	if origin == s.origin {
 		return // already reported by the write itself
 	}
-	c := store.Change{Kind: m.Kind, ID: m.ID, Remote: true}
-	if m.Kind == store.KVChanged {
-		c.Binding, c.Key = string(m.Binding), string(m.Key)
+	if c.Kind == store.KVChanged {
 		s.cache.invalidate(c.Binding, c.Key)
 	}
 	s.notify(c)
+}
+
+// decodeMessage reads a change message, as a remote change.
+func decodeMessage(payload string) (store.Change, string, error) {
+	var m message
+	if err := json.Unmarshal([]byte(payload), &m); err != nil {
+		return store.Change{}, "", err
+	}
+	switch m.Kind {
+	case store.InstanceCreated, store.InstanceDeleted, store.OverridesChanged, store.HomeChanged:
+		if len(m.ID) == 0 {
+			return store.Change{}, "", fmt.Errorf("change of kind %d names no instance", m.Kind)
+		}
+		return store.Change{Kind: m.Kind, ID: string(m.ID), Remote: true}, m.Origin, nil
+	case store.KVChanged:
+		return store.Change{Kind: m.Kind, Binding: string(m.Binding), Key: string(m.Key), Remote: true}, m.Origin, nil
+	}
+	return store.Change{}, "", fmt.Errorf("unknown change kind %d", m.Kind)
 }

@@ -119,7 +119,8 @@ func escBinding(b string) string {
 }
 
 // ParseURL checks a store URL and returns go-redis options for it, and
-// the address to name in messages (no credentials).
+// the address to name in messages (no credentials). Its errors never
+// show a password.
 func ParseURL(raw string) (*goredis.Options, string, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
@@ -131,8 +132,11 @@ func ParseURL(raw string) (*goredis.Options, string, error) {
 	u.RawQuery = q.Encode()
 	o, err := goredis.ParseURL(u.String())
 	if err != nil {
-		// go-redis errors may quote the URL; say what is wrong without it.
-		return nil, "", fmt.Errorf("bad Redis URL %s: %v", redact(raw), strings.ReplaceAll(err.Error(), raw, redact(raw)))
+		msg := err.Error()
+		if pass, ok := u.User.Password(); ok && pass != "" {
+			msg = strings.ReplaceAll(msg, pass, "xxxxx")
+		}
+		return nil, "", fmt.Errorf("bad Redis URL %s: %s", redact(raw), msg)
 	}
 	if caFile != "" {
 		if o.TLSConfig == nil {
@@ -151,11 +155,12 @@ func ParseURL(raw string) (*goredis.Options, string, error) {
 	return o, fmt.Sprintf("%s://%s/%d", u.Scheme, o.Addr, o.DB), nil
 }
 
-// redact drops the password from a URL for messages.
+// redact shows a URL for messages: with its password masked when it
+// parses as one with a host, else not at all.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "(not a URL)"
 	}
 	return u.Redacted()
 }
@@ -371,13 +376,13 @@ func (s *Store) op(ctx context.Context) (context.Context, context.CancelFunc) {
 type message struct {
 	Origin  string           `json:"o"`
 	Kind    store.ChangeKind `json:"k"`
-	ID      string           `json:"i,omitempty"`
+	ID      []byte           `json:"i,omitempty"`
 	Binding []byte           `json:"b,omitempty"`
 	Key     []byte           `json:"y,omitempty"`
 }
 
 func (s *Store) encode(c store.Change) string {
-	m := message{Origin: s.origin, Kind: c.Kind, ID: c.ID}
+	m := message{Origin: s.origin, Kind: c.Kind, ID: []byte(c.ID)}
 	if c.Kind == store.KVChanged {
 		m.Binding, m.Key = []byte(c.Binding), []byte(c.Key)
 	}
