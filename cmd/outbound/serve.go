@@ -131,7 +131,7 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 			return c, err
 		}
 	}
-	if c.StateDir == "" {
+	if c.StateDir == "" && (c.Store == "" || c.Store == "bolt:") {
 		if c.StateDir, err = defaultStateDir(); err != nil {
 			return c, err
 		}
