@@ -27,11 +27,12 @@ func TestFleetCompose(t *testing.T) {
 			Build struct {
 				Context, Dockerfile string
 			}
-			Command   []string
-			DependsOn map[string]struct{ Condition string } `yaml:"depends_on"`
-			Volumes   []string
-			Networks  []string
-			Ports     []string
+			Command     []string
+			Environment map[string]string
+			DependsOn   map[string]struct{ Condition string } `yaml:"depends_on"`
+			Volumes     []string
+			Networks    []string
+			Ports       []string
 		}
 		Networks map[string]struct{ Internal bool }
 	}
@@ -67,8 +68,12 @@ func TestFleetCompose(t *testing.T) {
 			}
 			flags[f] = expand(svc.Command[i+1])
 		}
-		if !strings.HasPrefix(flags["--store"], "redis://:value-of-REDIS_PASSWORD@redis:6379/") {
-			t.Errorf("%s: --store %q is not the compose Redis", name, flags["--store"])
+		storeURL := flags["--store"]
+		if storeURL == "" {
+			storeURL = expand(svc.Environment["OUTBOUND_STORE"])
+		}
+		if !strings.HasPrefix(storeURL, "redis://:value-of-REDIS_PASSWORD@redis:6379/") {
+			t.Errorf("%s: store %q is not the compose Redis", name, storeURL)
 		}
 		_, listenPort, _ := strings.Cut(flags["--listen"], ":")
 		if flags["--advertise"] != name+":"+listenPort {

@@ -40,7 +40,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.Var(&f.vars, "var", "one var `KEY=VALUE` (repeatable)")
 	fs.Var(&f.kv, "kv", "a KV namespace binding env.`NAME` (repeatable), persisted in the state dir")
 	fs.StringVar(&f.state, "state", "", "`DIR` for runtime overrides and KV data (default $XDG_STATE_HOME/outbound, else ~/.local/state/outbound)")
-	fs.StringVar(&f.store, "store", "", "where instances, overrides and KV live: bolt:PATH, or redis://[USER:PASS@]HOST:PORT/DB (rediss:// for TLS) shared by a fleet of replicas (default bolt: in --state)")
+	fs.StringVar(&f.store, "store", os.Getenv("OUTBOUND_STORE"), "where instances, overrides and KV live: bolt:PATH, or redis://[USER:PASS@]HOST:PORT/DB (rediss:// for TLS) shared by a fleet of replicas; also OUTBOUND_STORE, which keeps a password off the command line (default bolt: in --state)")
 	fs.StringVar(&f.advertise, "advertise", "", "the proxy `HOST:PORT` written into proxy_url: how sandboxes and other replicas reach this one; keep it the same across restarts (default the proxy listener)")
 	fs.BoolVar(&f.allowPrivate, "allow-private", false, "let upstream dials reach loopback, private and link-local addresses")
 	fs.Var(&f.allowNet, "allow-net", "let upstream dials reach this `CIDR` (repeatable)")

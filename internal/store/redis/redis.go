@@ -16,6 +16,7 @@ package redis
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -336,7 +337,7 @@ func (s *Store) notify(c store.Change) {
 // unavailable reports whether err means the server could not be reached or
 // cannot serve right now, as opposed to refusing the command.
 func unavailable(err error) bool {
-	if err == nil {
+	if err == nil || badTLS(err) {
 		return false
 	}
 	var re goredis.Error
@@ -350,6 +351,18 @@ func unavailable(err error) bool {
 		return false
 	}
 	return true // network errors, timeouts, a closed pool
+}
+
+// badTLS reports a TLS failure that waiting cannot fix: a certificate
+// that does not verify, or a server that does not speak TLS.
+func badTLS(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var record tls.RecordHeaderError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) ||
+		errors.As(err, &invalid) || errors.As(err, &record)
 }
 
 // fail wraps a command's error. The caller's own cancellation stays

@@ -59,6 +59,35 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// ACL is the Redis user the docs recommend for a fleet: its own keys and
+// channel, no admin or dangerous commands.
+const ACL = "on >PASS ~outbound:* &outbound:* +@connection +@read +@write +@scripting +@pubsub +@transaction -@dangerous"
+
+// TestConformanceWithDocumentedACL runs the whole suite as the user the
+// docs recommend, so that the ACL they print is known to be enough.
+func TestConformanceWithDocumentedACL(t *testing.T) {
+	const pass = "acl-pass-0123456789"
+	srv := redistest.Start(t, redistest.Options{Users: []string{"outbound " + strings.Replace(ACL, "PASS", pass, 1)}})
+	url := fmt.Sprintf("redis://outbound:%s@%s/0", pass, srv.Addr())
+	storetest.Run(t, storetest.Backend{
+		Fresh: func(t *testing.T) (store.Store, func(*testing.T) store.Store) {
+			prefix := fmt.Sprintf("outbound:acl%d:", prefixes.Add(1))
+			s := openAt(t, url, prefix)
+			return s, func(t *testing.T) store.Store {
+				s.Close()
+				return openAt(t, url, prefix)
+			}
+		},
+		Second: func(t *testing.T, s store.Store) store.Store {
+			return openAt(t, url, s.(*Store).keys.p)
+		},
+	})
+	s := openAt(t, url, "outbound:sweep:")
+	if _, err := s.Sweep(context.Background()); err != nil {
+		t.Fatalf("Sweep as the documented user: %v", err)
+	}
+}
+
 // TestOutage stops Redis under two handles: writes fail with
 // ErrUnavailable and name the cause, health goes down, a KV value read
 // before the outage is still answered; after a restart health comes
@@ -207,6 +236,29 @@ func TestPasswordNeverInErrorsOrLogs(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), pass) {
 			t.Errorf("ParseURL(%q) = %v", strings.ReplaceAll(u, pass, "PASS"), err)
 		}
+	}
+}
+
+// TestTLS: rediss:// with tls_ca naming the server's certificate works;
+// without it the server is not trusted, and that fails at once rather
+// than being retried as an outage.
+func TestTLS(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{TLS: true})
+	s := openAt(t, srv.URL(), "tls:")
+	if err := s.KV("K").Put(context.Background(), "k", []byte("v"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(s.Addr(), "rediss://") {
+		t.Fatalf("Addr %s", s.Addr())
+	}
+	untrusted := strings.Split(srv.URL(), "?")[0]
+	_, err := Open(context.Background(), Options{URL: untrusted, Logger: slog.New(slog.DiscardHandler), ConnectWait: 10 * time.Minute})
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an untrusted server: %v", err)
+	}
+	plain := strings.Replace(untrusted, "rediss://", "redis://", 1)
+	if _, err := Open(context.Background(), Options{URL: plain, Logger: slog.New(slog.DiscardHandler), ConnectWait: 2 * time.Second}); err == nil {
+		t.Fatal("plain Redis protocol to a TLS port connected")
 	}
 }
 

@@ -8,12 +8,21 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +35,11 @@ import (
 type Options struct {
 	// Password, if set, is required of clients (requirepass).
 	Password string
+	// Users are ACL rules, one user each: "NAME on >PASS ~pattern +@cat …".
+	Users []string
+	// TLS serves TLS only, with a throwaway self-signed certificate for
+	// 127.0.0.1 (CAFile), and no plain port.
+	TLS bool
 }
 
 // Server is a redis-server started by a test.
@@ -59,6 +73,11 @@ func Binary(t testing.TB) string {
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s := &Server{t: t, bin: Binary(t), dir: t.TempDir(), opts: opts}
+	if opts.TLS {
+		if err := s.writeCert(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var err error
 	for try := 0; try < 5; try++ {
 		if s.port, err = freePort(); err != nil {
@@ -88,25 +107,70 @@ func freePort() (int, error) {
 // Addr is HOST:PORT.
 func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
-// URL is the store URL of database 0, with the password if there is one.
+// URL is the store URL of database 0, with the password if there is one,
+// and for TLS the certificate to trust.
 func (s *Server) URL() string {
-	if s.opts.Password != "" {
-		return fmt.Sprintf("redis://:%s@%s/0", s.opts.Password, s.Addr())
+	scheme, query := "redis", ""
+	if s.opts.TLS {
+		scheme, query = "rediss", "?tls_ca="+url.QueryEscape(s.CAFile())
 	}
-	return "redis://" + s.Addr() + "/0"
+	if s.opts.Password != "" {
+		return fmt.Sprintf("%s://:%s@%s/0%s", scheme, s.opts.Password, s.Addr(), query)
+	}
+	return scheme + "://" + s.Addr() + "/0" + query
+}
+
+// CAFile is the PEM of the TLS server's self-signed certificate.
+func (s *Server) CAFile() string { return filepath.Join(s.dir, "tls-cert.pem") }
+
+// writeCert makes the throwaway TLS certificate and key of the server.
+func (s *Server) writeCert() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redistest"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(s.CAFile(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(s.dir, "tls-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 }
 
 // Dir is the server's working directory (its append-only file).
 func (s *Server) Dir() string { return s.dir }
 
 func (s *Server) start() error {
+	port := "--port"
+	if s.opts.TLS {
+		port = "--tls-port"
+	}
 	args := []string{
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+		port, strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
 		"--daemonize", "no", "--logfile", "", "--loglevel", "notice",
 	}
 	if s.opts.Password != "" {
 		args = append(args, "--requirepass", s.opts.Password)
+	}
+	if s.opts.TLS {
+		args = append(args, "--port", "0", "--tls-cert-file", s.CAFile(), "--tls-key-file", filepath.Join(s.dir, "tls-key.pem"),
+			"--tls-auth-clients", "no")
+	}
+	for _, u := range s.opts.Users {
+		args = append(append(args, "--user"), strings.Fields(u)...)
 	}
 	cmd := exec.Command(s.bin, args...)
 	out, err := cmd.StdoutPipe()
