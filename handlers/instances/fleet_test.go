@@ -96,16 +96,16 @@ func TestFleetRegistries(t *testing.T) {
 	a := newReplica(t, openRedis(t, rs.URL()), "10.0.0.1:3128")
 	b := newReplica(t, openRedis(t, rs.URL()), "10.0.0.2:3128")
 
-	in, tok, err := a.Create(ctx, "sbx-1", "MySandbox")
+	inst, tok, err := a.Create(ctx, "sbx-1", "MySandbox")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !in.Local() || in.Home() != "10.0.0.1:3128" || string(in.CACert()) != "cert sbx-1 #1 of 10.0.0.1:3128" {
-		t.Fatalf("created: local %v home %s cert %q", in.Local(), in.Home(), in.CACert())
+	if !inst.Local() || inst.Home() != "10.0.0.1:3128" || string(inst.CACert()) != "cert sbx-1 #1 of 10.0.0.1:3128" {
+		t.Fatalf("created: local %v home %s cert %q", inst.Local(), inst.Home(), inst.CACert())
 	}
 	eventually(t, "B to learn of sbx-1", func() bool { _, ok := b.Get("sbx-1"); return ok })
 	onB, _ := b.Get("sbx-1")
-	if onB.Local() || onB.Home() != "10.0.0.1:3128" || string(onB.CACert()) != string(in.CACert()) {
+	if onB.Local() || onB.Home() != "10.0.0.1:3128" || string(onB.CACert()) != string(inst.CACert()) {
 		t.Fatalf("on B: local %v home %s cert %q", onB.Local(), onB.Home(), onB.CACert())
 	}
 	if _, ok := b.Authenticate("sbx-1", tok); ok {
@@ -129,7 +129,7 @@ func TestFleetRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "A to apply B's call", func() bool {
-		o := in.Overrides().Outbound
+		o := inst.Overrides().Outbound
 		return o != nil && string(o.Params) == `{"p":1}`
 	})
 	var wg sync.WaitGroup
@@ -152,7 +152,7 @@ func TestFleetRegistries(t *testing.T) {
 		})
 	}
 	// The runtime A decides with is the one the overrides compile to.
-	if rt := in.Runtime(); rt == nil {
+	if rt := inst.Runtime(); rt == nil {
 		t.Fatal("no runtime on A")
 	}
 
@@ -161,8 +161,8 @@ func TestFleetRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "A to drop sbx-1", func() bool { _, ok := a.Get("sbx-1"); return !ok })
-	if in.Alive() || !slices.Equal(a.goneList(), []string{"sbx-1"}) {
-		t.Fatalf("after a remote delete: alive %v, gone %v", in.Alive(), a.goneList())
+	if inst.Alive() || !slices.Equal(a.goneList(), []string{"sbx-1"}) {
+		t.Fatalf("after a remote delete: alive %v, gone %v", inst.Alive(), a.goneList())
 	}
 	if _, ok := a.Authenticate("sbx-1", tok); ok {
 		t.Fatal("a deleted instance authenticates on its home")
@@ -204,13 +204,13 @@ func TestFleetRestartAdopts(t *testing.T) {
 	a.Close()
 
 	a2 := newReplica(t, openRedis(t, rs.URL()), "10.0.0.1:3128")
-	in, ok := a2.Authenticate("sbx-1", tok)
-	if !ok || a2.casOf("sbx-1") != 1 || !slices.Contains(in.Overrides().AllowedHosts, "kept.com") {
+	inst, ok := a2.Authenticate("sbx-1", tok)
+	if !ok || a2.casOf("sbx-1") != 1 || !slices.Contains(inst.Overrides().AllowedHosts, "kept.com") {
 		t.Fatalf("restarted home: authenticated %v, CAs %d", ok, a2.casOf("sbx-1"))
 	}
 	eventually(t, "B to learn the new certificate", func() bool {
 		x, _ := b.Get("sbx-1")
-		return string(x.CACert()) == string(in.CACert())
+		return string(x.CACert()) == string(inst.CACert())
 	})
 
 	// Deleted and created again elsewhere: the old incarnation is gone

@@ -452,15 +452,15 @@ func (r *Registry) Get(id string) (*Instance, bool) {
 // replica has not heard of yet is read from the store, so that a call
 // made on any replica right after a create on another finds it.
 func (r *Registry) Lookup(ctx context.Context, id string) (*Instance, error) {
-	if in, ok := r.Get(id); ok {
-		return in, nil
+	if inst, ok := r.Get(id); ok {
+		return inst, nil
 	}
 	if r.opts.Store != nil && r.opts.Shared && validID(id) {
 		if err := r.refresh(ctx, id); err != nil {
 			return nil, err
 		}
-		if in, ok := r.Get(id); ok {
-			return in, nil
+		if inst, ok := r.Get(id); ok {
+			return inst, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)

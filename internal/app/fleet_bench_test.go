@@ -63,7 +63,7 @@ func BenchmarkFleetFanout(b *testing.B) {
 	if _, err := home.CreateInstance(ctx, "bench", ""); err != nil {
 		b.Fatal(err)
 	}
-	in, _ := home.registry.Get("bench")
+	inst, _ := home.registry.Get("bench")
 	cB := client.New(other.AdminAddr().String(), "")
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
@@ -74,7 +74,7 @@ func BenchmarkFleetFanout(b *testing.B) {
 			b.Fatal(err)
 		}
 		for {
-			if o := in.Overrides().Outbound; o != nil && string(o.Params) == want {
+			if o := inst.Overrides().Outbound; o != nil && string(o.Params) == want {
 				break
 			}
 			select {

@@ -418,38 +418,38 @@ const (
 )
 
 func decodeInstance(id string, h map[string]string) (store.Instance, error) {
-	in := store.Instance{ID: id, Class: h[fClass], Home: h[fHome]}
+	inst := store.Instance{ID: id, Class: h[fClass], Home: h[fHome]}
 	tok, err := hex.DecodeString(h[fToken])
-	if err != nil || len(tok) != len(in.TokenHash) {
-		return in, fmt.Errorf("instance %q: bad token hash", id)
+	if err != nil || len(tok) != len(inst.TokenHash) {
+		return inst, fmt.Errorf("instance %q: bad token hash", id)
 	}
-	copy(in.TokenHash[:], tok)
-	if in.Created, err = time.Parse(time.RFC3339Nano, h[fCreated]); err != nil {
-		return in, fmt.Errorf("instance %q: bad creation time: %w", id, err)
+	copy(inst.TokenHash[:], tok)
+	if inst.Created, err = time.Parse(time.RFC3339Nano, h[fCreated]); err != nil {
+		return inst, fmt.Errorf("instance %q: bad creation time: %w", id, err)
 	}
-	if in.Rev, err = strconv.ParseUint(h[fRev], 10, 64); err != nil {
-		return in, fmt.Errorf("instance %q: bad revision: %w", id, err)
+	if inst.Rev, err = strconv.ParseUint(h[fRev], 10, 64); err != nil {
+		return inst, fmt.Errorf("instance %q: bad revision: %w", id, err)
 	}
 	if v := h[fCA]; v != "" {
-		in.CACert = []byte(v)
+		inst.CACert = []byte(v)
 	}
 	if v := h[fOv]; v != "" {
-		in.Overrides = json.RawMessage(v)
+		inst.Overrides = json.RawMessage(v)
 	}
 	if v := h[fSources]; v != "" {
 		var l []string
 		if err := json.Unmarshal([]byte(v), &l); err != nil {
-			return in, fmt.Errorf("instance %q: bad sources: %w", id, err)
+			return inst, fmt.Errorf("instance %q: bad sources: %w", id, err)
 		}
 		for _, src := range l {
 			p, err := netip.ParsePrefix(src)
 			if err != nil {
-				return in, fmt.Errorf("instance %q: source %q: %w", id, src, err)
+				return inst, fmt.Errorf("instance %q: source %q: %w", id, src, err)
 			}
-			in.Sources = append(in.Sources, p)
+			inst.Sources = append(inst.Sources, p)
 		}
 	}
-	return in, nil
+	return inst, nil
 }
 
 // Instances implements store.Store.
@@ -482,11 +482,11 @@ func (s *Store) Instances(ctx context.Context) ([]store.Instance, error) {
 			if len(h) == 0 {
 				continue // deleted since the listing
 			}
-			in, err := decodeInstance(id, h)
+			inst, err := decodeInstance(id, h)
 			if err != nil {
 				return nil, fmt.Errorf("read instances: %w", err)
 			}
-			out = append(out, in)
+			out = append(out, inst)
 		}
 	}
 	return out, nil
@@ -519,24 +519,24 @@ return 1`)
 
 // CreateInstance implements store.Store. Two replicas creating one id at
 // once: the script runs whole, so exactly one of them finds it free.
-func (s *Store) CreateInstance(ctx context.Context, in store.Instance) error {
+func (s *Store) CreateInstance(ctx context.Context, inst store.Instance) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if len(in.Overrides) > 0 && !json.Valid(in.Overrides) {
-		return fmt.Errorf("create instance %s: overrides are not JSON", in.ID)
+	if len(inst.Overrides) > 0 && !json.Valid(inst.Overrides) {
+		return fmt.Errorf("create instance %s: overrides are not JSON", inst.ID)
 	}
-	ch := store.Change{Kind: store.InstanceCreated, ID: in.ID}
+	ch := store.Change{Kind: store.InstanceCreated, ID: inst.ID}
 	octx, cancel := s.op(ctx)
 	defer cancel()
-	n, err := createScript.Run(octx, s.c, []string{s.keys.instance(in.ID), s.keys.ids()},
-		in.ID, in.Class, hex.EncodeToString(in.TokenHash[:]), in.Created.UTC().Format(time.RFC3339Nano),
-		in.Home, string(in.CACert), string(in.Overrides), s.keys.channel(), s.encode(ch), sourcesJSON(in.Sources)).Int()
+	n, err := createScript.Run(octx, s.c, []string{s.keys.instance(inst.ID), s.keys.ids()},
+		inst.ID, inst.Class, hex.EncodeToString(inst.TokenHash[:]), inst.Created.UTC().Format(time.RFC3339Nano),
+		inst.Home, string(inst.CACert), string(inst.Overrides), s.keys.channel(), s.encode(ch), sourcesJSON(inst.Sources)).Int()
 	if err != nil {
-		return s.fail(ctx, "create instance "+in.ID, err)
+		return s.fail(ctx, "create instance "+inst.ID, err)
 	}
 	if n == 0 {
-		return fmt.Errorf("create instance %s: %w", in.ID, store.ErrExists)
+		return fmt.Errorf("create instance %s: %w", inst.ID, store.ErrExists)
 	}
 	s.notify(ch)
 	return nil

@@ -157,9 +157,9 @@ func TestOutage(t *testing.T) {
 	if err := s1.PutOverrides(ctx, "a", json.RawMessage(`{"x":1}`)); err != nil {
 		t.Fatalf("write after the outage: %v", err)
 	}
-	in, err := s2.Instance(ctx, "a")
-	if err != nil || string(in.Overrides) != `{"x":1}` {
-		t.Fatalf("instance after the outage: %+v %v", in, err)
+	inst, err := s2.Instance(ctx, "a")
+	if err != nil || string(inst.Overrides) != `{"x":1}` {
+		t.Fatalf("instance after the outage: %+v %v", inst, err)
 	}
 	if v, ok, err := s2.KV("K").Get(ctx, "k"); string(v) != "before" || !ok || err != nil {
 		t.Fatalf("KV after the outage: %q %v %v", v, ok, err)

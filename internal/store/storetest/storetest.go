@@ -162,12 +162,12 @@ func testUpdateOverrides(t *testing.T, b Backend) {
 			return json.Marshal(append(l, add))
 		}
 	}
-	in, err := s.UpdateOverrides(ctx, "x", step("a"))
-	if err != nil || string(in.Overrides) != `["a"]` || in.Rev != 2 {
-		t.Fatalf("first update = %+v, %v", in, err)
+	inst, err := s.UpdateOverrides(ctx, "x", step("a"))
+	if err != nil || string(inst.Overrides) != `["a"]` || inst.Rev != 2 {
+		t.Fatalf("first update = %+v, %v", inst, err)
 	}
-	if in, err = s.UpdateOverrides(ctx, "x", step("b")); err != nil || string(in.Overrides) != `["a","b"]` || in.Rev != 3 {
-		t.Fatalf("second update = %+v, %v", in, err)
+	if inst, err = s.UpdateOverrides(ctx, "x", step("b")); err != nil || string(inst.Overrides) != `["a","b"]` || inst.Rev != 3 {
+		t.Fatalf("second update = %+v, %v", inst, err)
 	}
 	if !slices.Equal(seen, []string{"", `["a"]`}) {
 		t.Fatalf("fn saw %q, want the overrides as they were", seen)
@@ -180,8 +180,8 @@ func testUpdateOverrides(t *testing.T, b Backend) {
 		t.Fatalf("update of a missing instance = %v, want ErrNotFound", err)
 	}
 	cert := []byte("-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n")
-	if in, err = s.SetHome(ctx, "x", "127.0.0.1:4000", cert); err != nil || in.Home != "127.0.0.1:4000" || string(in.CACert) != string(cert) || in.Rev != 4 || string(in.Overrides) != `["a","b"]` {
-		t.Fatalf("SetHome = %+v, %v", in, err)
+	if inst, err = s.SetHome(ctx, "x", "127.0.0.1:4000", cert); err != nil || inst.Home != "127.0.0.1:4000" || string(inst.CACert) != string(cert) || inst.Rev != 4 || string(inst.Overrides) != `["a","b"]` {
+		t.Fatalf("SetHome = %+v, %v", inst, err)
 	}
 	mu.Lock()
 	got := slices.Clone(changes)
@@ -190,9 +190,9 @@ func testUpdateOverrides(t *testing.T, b Backend) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("changes %+v, want %+v (nothing for the failed updates)", got, want)
 	}
-	in, err = reopen(t).Instance(ctx, "x")
-	if err != nil || in.Home != "127.0.0.1:4000" || string(in.CACert) != string(cert) || in.Rev != 4 || string(in.Overrides) != `["a","b"]` {
-		t.Fatalf("after reopen: %+v, %v", in, err)
+	inst, err = reopen(t).Instance(ctx, "x")
+	if err != nil || inst.Home != "127.0.0.1:4000" || string(inst.CACert) != string(cert) || inst.Rev != 4 || string(inst.Overrides) != `["a","b"]` {
+		t.Fatalf("after reopen: %+v, %v", inst, err)
 	}
 }
 
@@ -504,9 +504,9 @@ func testCreateRace(t *testing.T, b Backend) {
 		if won < 0 {
 			t.Fatalf("%s: no create succeeded", id)
 		}
-		in, err := s2.Instance(ctx, id)
-		if err != nil || in.TokenHash != [32]byte{byte(won)} {
-			t.Fatalf("%s: stored %+v %v, want the winner's (%d)", id, in, err, won)
+		inst, err := s2.Instance(ctx, id)
+		if err != nil || inst.TokenHash != [32]byte{byte(won)} {
+			t.Fatalf("%s: stored %+v %v, want the winner's (%d)", id, inst, err, won)
 		}
 	}
 }
@@ -549,16 +549,16 @@ func testConcurrentUpdates(t *testing.T, b Backend) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	in, err := s2.Instance(ctx, "u")
+	inst, err := s2.Instance(ctx, "u")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var l []string
-	if err := json.Unmarshal(in.Overrides, &l); err != nil {
+	if err := json.Unmarshal(inst.Overrides, &l); err != nil {
 		t.Fatal(err)
 	}
-	if len(l) != 4*each || in.Rev != 4*each+1 {
-		t.Fatalf("%d items and rev %d after %d updates: an update was lost", len(l), in.Rev, 4*each)
+	if len(l) != 4*each || inst.Rev != 4*each+1 {
+		t.Fatalf("%d items and rev %d after %d updates: an update was lost", len(l), inst.Rev, 4*each)
 	}
 }
 
