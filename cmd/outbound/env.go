@@ -32,6 +32,27 @@ func proxyAddrFromStatus(status json.RawMessage) (string, error) {
 	return s.Proxy.Listen, nil
 }
 
+// proxyAddrOf is where the instance's traffic goes: its home, which in a
+// fleet may be another replica than the one asked; for a server too old
+// to name it, its proxy listener.
+func proxyAddrOf(ctx context.Context, c *client.Client, id string) (string, error) {
+	raw, err := c.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	var v struct {
+		Home string `json:"home"`
+	}
+	if json.Unmarshal(raw, &v) == nil && v.Home != "" {
+		return v.Home, nil
+	}
+	status, err := c.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	return proxyAddrFromStatus(status)
+}
+
 func cmdEnv(args []string, stdout, stderr io.Writer) int {
 	var admin, adminToken, id, class, token, format, dir, proxyHost string
 	fs := newFlags("env", "env --admin URL --id ID [--format sh|docker] [--dir DIR] [--token T]",

@@ -193,6 +193,12 @@ func TestFleetHomeKilledAndRestarted(t *testing.T) {
 			return err == nil && string(got) == string(pem)
 		})
 	}
+	// Attaching through another replica points the sandbox at the home.
+	token, _ := u.User.Password()
+	out, stderr, code := outbound(t, nil, "env", "--admin", c.adminAddress, "--id", "sbx-1", "--token", token, "--dir", t.TempDir())
+	if code != 0 || !strings.Contains(out, "@"+homeAddr) {
+		t.Fatalf("outbound env through C: exit %d, stdout %q, stderr %q; want a proxy URL naming the home %s", code, out, stderr, homeAddr)
+	}
 	t.Logf("%d allowHost and %d KV writes acknowledged before SIGKILL, all there after the restart", len(hosts), len(keys))
 }
 

@@ -140,11 +140,7 @@ func attach(ctx context.Context, c *client.Client, id, class, token string) (con
 	if err != nil {
 		return created, err
 	}
-	status, err := c.Status(ctx)
-	if err != nil {
-		return created, err
-	}
-	proxyAddr, err := proxyAddrFromStatus(status)
+	proxyAddr, err := proxyAddrOf(ctx, c, id)
 	if err != nil {
 		return created, err
 	}
