@@ -85,6 +85,27 @@ func serveProc(t *testing.T, args ...string) served {
 	return served{}
 }
 
+// writeUntilStopped calls write(0), write(1), … until stop is closed or a
+// write fails (the server died mid-call: that one is not acknowledged).
+// The returned channel is closed when it has stopped.
+func writeUntilStopped(stop <-chan struct{}, write func(i int) error) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if write(i) != nil {
+				return
+			}
+		}
+	}()
+	return done
+}
+
 // TestKill9LosesNoAcknowledgedChange: the server is killed with SIGKILL in
 // the middle of a stream of control API writes; after a restart on the same
 // state dir every acknowledged change is there and the store opens.
@@ -99,23 +120,15 @@ func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
 
 	var acked []string
 	stop := make(chan struct{})
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			h := fmt.Sprintf("h%d.example.com", i)
-			arg, _ := json.Marshal(h)
-			if _, err := c.Call(ctx, "sbx-1", "allowHost", []json.RawMessage{arg}); err != nil {
-				return // the server died mid-call: not acknowledged
-			}
-			acked = append(acked, h)
+	writerDone := writeUntilStopped(stop, func(i int) error {
+		h := fmt.Sprintf("h%d.example.com", i)
+		arg, _ := json.Marshal(h)
+		if _, err := c.Call(ctx, "sbx-1", "allowHost", []json.RawMessage{arg}); err != nil {
+			return err
 		}
-	}()
+		acked = append(acked, h)
+		return nil
+	})
 	time.Sleep(300 * time.Millisecond)
 	cmd.Process.Kill()
 	cmd.Wait()

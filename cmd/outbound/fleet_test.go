@@ -104,32 +104,24 @@ func TestFleetHomeKilledAndRestarted(t *testing.T) {
 	var mu sync.Mutex
 	var hosts, keys []string
 	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			h := fmt.Sprintf("h%d.example.com", i)
-			arg, _ := json.Marshal(h)
-			if _, err := a.admin.Call(ctx, "sbx-1", "allowHost", []json.RawMessage{arg}); err != nil {
-				return
-			}
-			mu.Lock()
-			hosts = append(hosts, h)
-			mu.Unlock()
-			k := fmt.Sprintf("k%d", i)
-			if err := a.admin.KVPut(ctx, "DATA", k, []byte("v"+k)); err != nil {
-				return
-			}
-			mu.Lock()
-			keys = append(keys, k)
-			mu.Unlock()
+	done := writeUntilStopped(stop, func(i int) error {
+		h := fmt.Sprintf("h%d.example.com", i)
+		arg, _ := json.Marshal(h)
+		if _, err := a.admin.Call(ctx, "sbx-1", "allowHost", []json.RawMessage{arg}); err != nil {
+			return err
 		}
-	}()
+		mu.Lock()
+		hosts = append(hosts, h)
+		mu.Unlock()
+		k := fmt.Sprintf("k%d", i)
+		if err := a.admin.KVPut(ctx, "DATA", k, []byte("v"+k)); err != nil {
+			return err
+		}
+		mu.Lock()
+		keys = append(keys, k)
+		mu.Unlock()
+		return nil
+	})
 	waitFor(t, "some writes to be acknowledged", func() bool {
 		mu.Lock()
 		defer mu.Unlock()

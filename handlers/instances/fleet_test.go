@@ -10,12 +10,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/outbound-dev/outbound/handlers/chain"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/redis"
 	"github.com/outbound-dev/outbound/internal/store/redis/redistest"
+	"github.com/outbound-dev/outbound/internal/store/storetest"
 )
 
 // Registries of a fleet, each on its own handle of one real Redis.
@@ -79,17 +79,6 @@ func (rep *replica) goneList() []string {
 	return slices.Clone(rep.gone)
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestFleetRegistries(t *testing.T) {
 	ctx := context.Background()
 	rs := redistest.Start(t, redistest.Options{})
@@ -103,7 +92,7 @@ func TestFleetRegistries(t *testing.T) {
 	if !inst.Local() || inst.Home() != "10.0.0.1:3128" || string(inst.CACert()) != "cert sbx-1 #1 of 10.0.0.1:3128" {
 		t.Fatalf("created: local %v home %s cert %q", inst.Local(), inst.Home(), inst.CACert())
 	}
-	eventually(t, "B to learn of sbx-1", func() bool { _, ok := b.Get("sbx-1"); return ok })
+	storetest.WaitFor(t, "B to learn of sbx-1", func() bool { _, ok := b.Get("sbx-1"); return ok })
 	onB, _ := b.Get("sbx-1")
 	if onB.Local() || onB.Home() != "10.0.0.1:3128" || string(onB.CACert()) != string(inst.CACert()) {
 		t.Fatalf("on B: local %v home %s cert %q", onB.Local(), onB.Home(), onB.CACert())
@@ -128,7 +117,7 @@ func TestFleetRegistries(t *testing.T) {
 	if _, err := b.Call(ctx, "sbx-1", "setOutboundHandler", raws(`"allowHosts"`, `{"p":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A to apply B's call", func() bool {
+	storetest.WaitFor(t, "A to apply B's call", func() bool {
 		o := inst.Overrides().Outbound
 		return o != nil && string(o.Params) == `{"p":1}`
 	})
@@ -146,7 +135,7 @@ func TestFleetRegistries(t *testing.T) {
 	}
 	wg.Wait()
 	for name, r := range map[string]*replica{"A": a, "B": b} {
-		eventually(t, name+" to hold all 40 denied hosts", func() bool {
+		storetest.WaitFor(t, name+" to hold all 40 denied hosts", func() bool {
 			x, _ := r.Get("sbx-1")
 			return len(x.Overrides().DeniedHosts) == 40
 		})
@@ -160,7 +149,7 @@ func TestFleetRegistries(t *testing.T) {
 	if err := b.Delete(ctx, "sbx-1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A to drop sbx-1", func() bool { _, ok := a.Get("sbx-1"); return !ok })
+	storetest.WaitFor(t, "A to drop sbx-1", func() bool { _, ok := a.Get("sbx-1"); return !ok })
 	if inst.Alive() || !slices.Equal(a.goneList(), []string{"sbx-1"}) {
 		t.Fatalf("after a remote delete: alive %v, gone %v", inst.Alive(), a.goneList())
 	}
@@ -208,7 +197,7 @@ func TestFleetRestartAdopts(t *testing.T) {
 	if !ok || a2.casOf("sbx-1") != 1 || !slices.Contains(inst.Overrides().AllowedHosts, "kept.com") {
 		t.Fatalf("restarted home: authenticated %v, CAs %d", ok, a2.casOf("sbx-1"))
 	}
-	eventually(t, "B to learn the new certificate", func() bool {
+	storetest.WaitFor(t, "B to learn the new certificate", func() bool {
 		x, _ := b.Get("sbx-1")
 		return string(x.CACert()) == string(inst.CACert())
 	})
@@ -221,7 +210,7 @@ func TestFleetRestartAdopts(t *testing.T) {
 	if _, _, err := b.Create(ctx, "sbx-1", "Open"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A to see the new incarnation", func() bool {
+	storetest.WaitFor(t, "A to see the new incarnation", func() bool {
 		x, ok := a2.Get("sbx-1")
 		return ok && x.Class() == "Open" && x.Home() == "10.0.0.2:3128"
 	})
@@ -292,7 +281,7 @@ func TestFleetResyncCatchesUp(t *testing.T) {
 		t.Fatalf("the deaf replica knows %d instances before the resync", got)
 	}
 	deaf.resync()
-	eventually(t, "the resync to bring stays in", func() bool {
+	storetest.WaitFor(t, "the resync to bring stays in", func() bool {
 		x, ok := a.Get("stays")
 		return ok && slices.Equal(x.Overrides().DeniedHosts, []string{"x.com"})
 	})
@@ -306,7 +295,7 @@ func TestFleetResyncCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	deaf.resync()
-	eventually(t, "the resync to drop mine", func() bool { _, ok := a.Get("mine"); return !ok })
+	storetest.WaitFor(t, "the resync to drop mine", func() bool { _, ok := a.Get("mine"); return !ok })
 	if !slices.Contains(a.goneList(), "mine") {
 		t.Fatal("the CA of a deleted instance was kept")
 	}

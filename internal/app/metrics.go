@@ -37,25 +37,13 @@ func newMetrics(reg prometheus.Registerer, hub *events.Hub, health func() store.
 	m.remoteChanges = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "outbound_store_remote_changes_total", Help: "Instance changes made by other replicas of the fleet and applied here.",
 	})
-	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "outbound_store_up", Help: "1 while the store is reachable and its change feed connected; 0 while this replica decides on the last known state.",
-	}, func() float64 {
-		if health().Up {
-			return 1
-		}
-		return 0
-	})
+	up := flag("outbound_store_up", "1 while the store is reachable and its change feed connected; 0 while this replica decides on the last known state.",
+		func() bool { return health().Up })
 	resyncs := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "outbound_store_resyncs_total", Help: "Full rereads of the shared store after its change feed reconnected.",
 	}, func() float64 { return float64(health().Resyncs) })
-	claimLost := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "outbound_store_home_claim_lost", Help: "1 while another process holds this replica's home claim (two replicas with one --advertise).",
-	}, func() float64 {
-		if health().ClaimLost {
-			return 1
-		}
-		return 0
-	})
+	claimLost := flag("outbound_store_home_claim_lost", "1 while another process holds this replica's home claim (two replicas with one --advertise).",
+		func() bool { return health().ClaimLost })
 	for _, c := range []prometheus.Collector{m.generation, m.loads, m.scriptError, m.remoteChanges, up, resyncs, claimLost, subscribers, dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -89,4 +77,14 @@ func (c caExpiry) Collect(ch chan<- prometheus.Metric) {
 	if t, ok := c.cas.NextExpiry(); ok {
 		ch <- prometheus.MustNewConstMetric(caExpiryDesc, prometheus.GaugeValue, float64(t.Unix()))
 	}
+}
+
+// flag is a gauge that is 1 while on() holds, else 0.
+func flag(name, help string, on func() bool) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+		if on() {
+			return 1
+		}
+		return 0
+	})
 }

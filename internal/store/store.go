@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -119,8 +120,9 @@ type KV interface {
 	// Put stores value; a zero expires means it never expires.
 	Put(ctx context.Context, key string, value []byte, expires time.Time) error
 	Delete(ctx context.Context, key string) error
-	// List returns up to limit keys with prefix, after cursor, in key order.
-	// next is "" when the listing is complete.
+	// List returns up to PageSize(limit) keys with prefix, after cursor, in
+	// key order. next is "" when the listing is complete; otherwise it is
+	// the cursor of the next page.
 	List(ctx context.Context, prefix, cursor string, limit int) (keys []string, next string, err error)
 }
 
@@ -158,6 +160,56 @@ type Health struct {
 
 // MaxKeyBytes is Workers KV's key limit.
 const MaxKeyBytes = 512
+
+// Subscribers is the set of Subscribe callbacks of a backend. The zero
+// value is ready.
+type Subscribers struct {
+	mu   sync.Mutex
+	fns  map[int]func(Change)
+	next int
+}
+
+// Subscribe adds fn; the returned function removes it.
+func (s *Subscribers) Subscribe(fn func(Change)) (unsubscribe func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fns == nil {
+		s.fns = map[int]func(Change){}
+	}
+	id := s.next
+	s.next++
+	s.fns[id] = fn
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.fns, id)
+	}
+}
+
+// Notify calls every subscriber with c, on the caller's goroutine.
+func (s *Subscribers) Notify(c Change) {
+	s.mu.Lock()
+	fns := make([]func(Change), 0, len(s.fns))
+	for _, fn := range s.fns {
+		fns = append(fns, fn)
+	}
+	s.mu.Unlock()
+	for _, fn := range fns {
+		fn(c)
+	}
+}
+
+// MaxPage is Workers KV's default and largest list page.
+const MaxPage = 1000
+
+// PageSize is the number of keys a KV list returns for limit: MaxPage
+// when limit is not in 1..MaxPage.
+func PageSize(limit int) int {
+	if limit <= 0 || limit > MaxPage {
+		return MaxPage
+	}
+	return limit
+}
 
 // CheckKey rejects a KV key that is empty or longer than MaxKeyBytes.
 func CheckKey(key string) error {

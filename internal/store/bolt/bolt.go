@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -33,10 +32,8 @@ var (
 type Bolt struct {
 	db  *bolt.DB
 	now func() time.Time
-
-	mu   sync.Mutex
-	subs map[int]func(store.Change)
-	next int
+	// Subscribers implements Subscribe.
+	store.Subscribers
 }
 
 var _ store.Store = (*Bolt)(nil)
@@ -72,37 +69,11 @@ func OpenFile(path string) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("init store %s: %w", path, err)
 	}
-	return &Bolt{db: db, now: time.Now, subs: map[int]func(store.Change){}}, nil
+	return &Bolt{db: db, now: time.Now}, nil
 }
 
 // Close closes the database.
 func (s *Bolt) Close() error { return s.db.Close() }
-
-// Subscribe implements store.Store.
-func (s *Bolt) Subscribe(fn func(store.Change)) func() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	id := s.next
-	s.next++
-	s.subs[id] = fn
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.subs, id)
-	}
-}
-
-func (s *Bolt) notify(c store.Change) {
-	s.mu.Lock()
-	fns := make([]func(store.Change), 0, len(s.subs))
-	for _, fn := range s.subs {
-		fns = append(fns, fn)
-	}
-	s.mu.Unlock()
-	for _, fn := range fns {
-		fn(c)
-	}
-}
 
 // instanceRecord is the on-disk form of an instance. Records written
 // before Home, CACert and Rev existed read back with them empty.
@@ -240,7 +211,7 @@ func (s *Bolt) CreateInstance(ctx context.Context, inst store.Instance) error {
 	if err != nil {
 		return fmt.Errorf("create instance %s: %w", inst.ID, err)
 	}
-	s.notify(store.Change{Kind: store.InstanceCreated, ID: inst.ID})
+	s.Notify(store.Change{Kind: store.InstanceCreated, ID: inst.ID})
 	return nil
 }
 
@@ -262,7 +233,7 @@ func (s *Bolt) DeleteInstance(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("delete instance %s: %w", id, err)
 	}
-	s.notify(store.Change{Kind: store.InstanceDeleted, ID: id})
+	s.Notify(store.Change{Kind: store.InstanceDeleted, ID: id})
 	return nil
 }
 
@@ -281,15 +252,7 @@ func (s *Bolt) PutOverrides(ctx context.Context, id string, v json.RawMessage) e
 // UpdateOverrides implements store.Store: one bbolt write transaction, so
 // nothing interleaves.
 func (s *Bolt) UpdateOverrides(ctx context.Context, id string, fn func(json.RawMessage) (json.RawMessage, error)) (store.Instance, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Instance{}, err
-	}
-	var inst store.Instance
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		var err error
-		if inst, err = getInstance(tx, id); err != nil {
-			return err
-		}
+	return s.rewrite(ctx, id, "save overrides of", store.OverridesChanged, func(tx *bolt.Tx, inst *store.Instance) error {
 		next, err := fn(inst.Overrides)
 		if err != nil {
 			return err
@@ -298,20 +261,21 @@ func (s *Bolt) UpdateOverrides(ctx context.Context, id string, fn func(json.RawM
 			return fmt.Errorf("not JSON")
 		}
 		inst.Overrides = bytes.Clone(next)
-		if err := tx.Bucket(bucketOverrides).Put([]byte(id), inst.Overrides); err != nil {
-			return err
-		}
-		return bump(tx, &inst)
+		return tx.Bucket(bucketOverrides).Put([]byte(id), inst.Overrides)
 	})
-	if err != nil {
-		return store.Instance{}, fmt.Errorf("save overrides of %s: %w", id, err)
-	}
-	s.notify(store.Change{Kind: store.OverridesChanged, ID: id})
-	return inst, nil
 }
 
 // SetHome implements store.Store.
 func (s *Bolt) SetHome(ctx context.Context, id, home string, caCert []byte) (store.Instance, error) {
+	return s.rewrite(ctx, id, "set home of", store.HomeChanged, func(_ *bolt.Tx, inst *store.Instance) error {
+		inst.Home, inst.CACert = home, bytes.Clone(caCert)
+		return nil
+	})
+}
+
+// rewrite changes one instance in one write transaction, bumps its
+// revision and announces the change.
+func (s *Bolt) rewrite(ctx context.Context, id, what string, kind store.ChangeKind, fn func(tx *bolt.Tx, inst *store.Instance) error) (store.Instance, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Instance{}, err
 	}
@@ -321,13 +285,15 @@ func (s *Bolt) SetHome(ctx context.Context, id, home string, caCert []byte) (sto
 		if inst, err = getInstance(tx, id); err != nil {
 			return err
 		}
-		inst.Home, inst.CACert = home, bytes.Clone(caCert)
+		if err := fn(tx, &inst); err != nil {
+			return err
+		}
 		return bump(tx, &inst)
 	})
 	if err != nil {
-		return store.Instance{}, fmt.Errorf("set home of %s: %w", id, err)
+		return store.Instance{}, fmt.Errorf("%s %s: %w", what, id, err)
 	}
-	s.notify(store.Change{Kind: store.HomeChanged, ID: id})
+	s.Notify(store.Change{Kind: kind, ID: id})
 	return inst, nil
 }
 
@@ -436,7 +402,7 @@ func (k *boltKV) Put(ctx context.Context, key string, value []byte, expires time
 	if err != nil {
 		return fmt.Errorf("KV %s put: %w", k.name, err)
 	}
-	k.s.notify(store.Change{Kind: store.KVChanged, Binding: string(k.name), Key: key})
+	k.s.Notify(store.Change{Kind: store.KVChanged, Binding: string(k.name), Key: key})
 	return nil
 }
 
@@ -454,7 +420,7 @@ func (k *boltKV) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("KV %s delete: %w", k.name, err)
 	}
-	k.s.notify(store.Change{Kind: store.KVChanged, Binding: string(k.name), Key: key})
+	k.s.Notify(store.Change{Kind: store.KVChanged, Binding: string(k.name), Key: key})
 	return nil
 }
 
@@ -463,9 +429,7 @@ func (k *boltKV) List(ctx context.Context, prefix, cursor string, limit int) ([]
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
 	}
-	if limit <= 0 || limit > 1000 {
-		limit = 1000 // Workers KV's default and maximum
-	}
+	limit = store.PageSize(limit)
 	var keys []string
 	next := ""
 	now := k.s.now()

@@ -107,7 +107,7 @@ func (s *Store) resync(again bool) {
 	s.cache.clear()
 	s.health.resynced(again)
 	if again {
-		s.notify(store.Change{Kind: store.Resync, Remote: true})
+		s.Notify(store.Change{Kind: store.Resync, Remote: true})
 	}
 }
 
@@ -124,7 +124,7 @@ func (s *Store) deliver(payload string) {
 	if c.Kind == store.KVChanged {
 		s.cache.invalidate(c.Binding, c.Key)
 	}
-	s.notify(c)
+	s.Notify(c)
 }
 
 // decodeMessage reads a change message, as a remote change.

@@ -97,7 +97,7 @@ func (k *kv) Put(ctx context.Context, key string, value []byte, expires time.Tim
 	if err != nil {
 		return k.s.fail(ctx, "KV "+k.binding+" put", err)
 	}
-	k.s.notify(ch)
+	k.s.Notify(ch)
 	return nil
 }
 
@@ -119,7 +119,7 @@ func (k *kv) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return k.s.fail(ctx, "KV "+k.binding+" delete", err)
 	}
-	k.s.notify(ch)
+	k.s.Notify(ch)
 	return nil
 }
 
@@ -130,9 +130,7 @@ func (k *kv) List(ctx context.Context, prefix, cursor string, limit int) ([]stri
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
 	}
-	if limit <= 0 || limit > 1000 {
-		limit = 1000 // Workers KV's default and maximum
-	}
+	limit = store.PageSize(limit)
 	from := "-"
 	if prefix != "" {
 		from = "[" + prefix

@@ -76,9 +76,8 @@ type Store struct {
 	origin string // tags this process's messages, so it skips its own
 	keys   keys
 
-	subsMu sync.Mutex
-	subs   map[int]func(store.Change)
-	next   int
+	// Subscribers implements Subscribe.
+	store.Subscribers
 
 	health healthState
 	cache  *lastKnown
@@ -203,7 +202,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s := &Store{
 		c: goredis.NewClient(o), opts: opts, log: opts.Logger.With("store", addr), addr: addr,
 		origin: hex.EncodeToString(origin[:]), keys: keys{opts.Prefix},
-		subs: map[int]func(store.Change){}, cache: newLastKnown(),
+		cache: newLastKnown(),
 	}
 	s.health.init(addr, s.log)
 	s.loop, s.cancel = context.WithCancel(context.Background())
@@ -307,32 +306,6 @@ func (s *Store) Close() error {
 
 // Addr is where the store is, without credentials.
 func (s *Store) Addr() string { return s.addr }
-
-// Subscribe implements store.Store.
-func (s *Store) Subscribe(fn func(store.Change)) func() {
-	s.subsMu.Lock()
-	defer s.subsMu.Unlock()
-	id := s.next
-	s.next++
-	s.subs[id] = fn
-	return func() {
-		s.subsMu.Lock()
-		defer s.subsMu.Unlock()
-		delete(s.subs, id)
-	}
-}
-
-func (s *Store) notify(c store.Change) {
-	s.subsMu.Lock()
-	fns := make([]func(store.Change), 0, len(s.subs))
-	for _, fn := range s.subs {
-		fns = append(fns, fn)
-	}
-	s.subsMu.Unlock()
-	for _, fn := range fns {
-		fn(c)
-	}
-}
 
 // unavailable reports whether err means the server could not be reached or
 // cannot serve right now, as opposed to refusing the command.
@@ -538,7 +511,7 @@ func (s *Store) CreateInstance(ctx context.Context, inst store.Instance) error {
 	if n == 0 {
 		return fmt.Errorf("create instance %s: %w", inst.ID, store.ErrExists)
 	}
-	s.notify(ch)
+	s.Notify(ch)
 	return nil
 }
 
@@ -576,7 +549,7 @@ func (s *Store) DeleteInstance(ctx context.Context, id string) error {
 	if n == 0 {
 		return fmt.Errorf("delete instance %s: %w", id, store.ErrNotFound)
 	}
-	s.notify(ch)
+	s.Notify(ch)
 	return nil
 }
 
@@ -622,7 +595,7 @@ func (s *Store) PutOverrides(ctx context.Context, id string, v json.RawMessage) 
 	if _, err := s.setFields(ctx, "save overrides of "+id, ch, "", fOv, string(v)); err != nil {
 		return err
 	}
-	s.notify(ch)
+	s.Notify(ch)
 	return nil
 }
 
@@ -659,7 +632,7 @@ func (s *Store) UpdateOverrides(ctx context.Context, id string, fn func(json.Raw
 			continue
 		}
 		cur.Overrides, cur.Rev = append(json.RawMessage(nil), next...), uint64(rev)
-		s.notify(ch)
+		s.Notify(ch)
 		return cur, nil
 	}
 	return store.Instance{}, fmt.Errorf("%s: %d concurrent writers won in a row; giving up", what, maxUpdateTries)
@@ -674,7 +647,7 @@ func (s *Store) SetHome(ctx context.Context, id, home string, caCert []byte) (st
 	if _, err := s.setFields(ctx, "set home of "+id, ch, "", fHome, home, fCA, string(caCert)); err != nil {
 		return store.Instance{}, err
 	}
-	s.notify(ch)
+	s.Notify(ch)
 	// Read it back for the caller: the revision and the other fields.
 	return s.Instance(ctx, id)
 }

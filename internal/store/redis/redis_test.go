@@ -47,18 +47,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // ACL is the Redis user the docs recommend for a fleet: its own keys and
 // channel, no admin or dangerous commands.
 const ACL = "on >PASS ~outbound:* &outbound:* +@connection +@read +@write +@scripting +@pubsub +@transaction -@dangerous"
@@ -116,7 +104,7 @@ func TestOutage(t *testing.T) {
 	}
 	// A read racing the put's own announcement is not remembered (it might
 	// be older than the announced write); read after it.
-	waitFor(t, "the put to be announced", sawPut.Load)
+	storetest.WaitFor(t, "the put to be announced", sawPut.Load)
 	if v, ok, err := s2.KV("K").Get(ctx, "k"); string(v) != "before" || !ok || err != nil {
 		t.Fatalf("get before the outage: %q %v %v", v, ok, err)
 	}
@@ -125,7 +113,7 @@ func TestOutage(t *testing.T) {
 	}
 
 	srv.Stop()
-	waitFor(t, "health to go down", func() bool { return !s2.Health().Up })
+	storetest.WaitFor(t, "health to go down", func() bool { return !s2.Health().Up })
 	h := s2.Health()
 	if h.Err == "" || h.Backend != "redis" || h.Addr != "redis://"+srv.Addr()+"/0" {
 		t.Fatalf("health while down: %+v", h)
@@ -149,8 +137,8 @@ func TestOutage(t *testing.T) {
 	}
 
 	srv.Restart()
-	waitFor(t, "health to come back", func() bool { return s2.Health().Up && s1.Health().Up })
-	waitFor(t, "a resync after the reconnect", func() bool { return resyncs.Load() > 0 })
+	storetest.WaitFor(t, "health to come back", func() bool { return s2.Health().Up && s1.Health().Up })
+	storetest.WaitFor(t, "a resync after the reconnect", func() bool { return resyncs.Load() > 0 })
 	if s2.Health().Resyncs == 0 {
 		t.Fatalf("health counts no resync: %+v", s2.Health())
 	}
@@ -180,7 +168,7 @@ func TestKilledRedisKeepsAcknowledgedWrites(t *testing.T) {
 	srv.Kill()
 	srv.Restart()
 	var keys []string
-	waitFor(t, "the keys to be readable after the restart", func() bool {
+	storetest.WaitFor(t, "the keys to be readable after the restart", func() bool {
 		var err error
 		keys, _, err = s.KV("K").List(ctx, "", "", 0)
 		return err == nil
@@ -288,7 +276,7 @@ func TestSweep(t *testing.T) {
 	if err := kv.Put(ctx, "long", []byte("x"), time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the short key to expire", func() bool {
+	storetest.WaitFor(t, "the short key to expire", func() bool {
 		n, _ := s.c.Exists(ctx, s.keys.kvPrefix("T")+"short").Result()
 		return n == 0
 	})

@@ -399,11 +399,12 @@ func testCanceled(t *testing.T, b Backend) {
 	}
 }
 
-// waitFor polls cond until it holds, failing after a deadline no busy
-// machine misses.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// WaitFor polls cond until it holds, failing after a deadline no busy
+// machine misses. Tests of stores shared by processes wait with it for
+// what another handle reports.
+func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -446,7 +447,7 @@ func testRemoteChanges(t *testing.T, b Backend) {
 		{Kind: store.KVChanged, Binding: "K", Key: key, Remote: true},
 		{Kind: store.InstanceDeleted, ID: "r", Remote: true},
 	}
-	waitFor(t, "the other handle to see five changes", func() bool {
+	WaitFor(t, "the other handle to see five changes", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got2) >= len(want)
