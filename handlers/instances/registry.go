@@ -217,7 +217,7 @@ func (r *Registry) stateOf(rec store.Instance, served bool) (*state, error) {
 }
 
 // adopt makes this replica the home of a restored instance: a new CA, and
-// its certificate and home recorded for the other replicas.
+// in a fleet its certificate and home recorded for the other replicas.
 func (r *Registry) adopt(ctx context.Context, inst *Instance) error {
 	var cert []byte
 	if r.opts.NewCA != nil {
@@ -227,7 +227,9 @@ func (r *Registry) adopt(ctx context.Context, inst *Instance) error {
 		}
 	}
 	st := *inst.state.Load()
-	if cert != nil || st.home != r.opts.Home {
+	// Only a fleet needs the new certificate and home in the store; the
+	// embedded store would pay a write per instance at every start.
+	if r.opts.Shared {
 		rec, err := r.opts.Store.SetHome(ctx, inst.id, r.opts.Home, cert)
 		if err != nil {
 			return fmt.Errorf("restore instance %s: %w", inst.id, err)
