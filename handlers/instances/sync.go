@@ -3,6 +3,7 @@ package instances
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -104,6 +105,7 @@ const (
 
 func (r *Registry) syncLoop(ctx context.Context) {
 	wait := syncBackoffMin
+	failing := false
 	for {
 		select {
 		case <-r.sync.wake:
@@ -117,7 +119,10 @@ func (r *Registry) syncLoop(ctx context.Context) {
 			}
 			err := r.applyRemote(ctx, resync, ids)
 			if err == nil {
-				wait = syncBackoffMin
+				if failing {
+					r.log.Info("instances: other replicas' changes applied again")
+				}
+				wait, failing = syncBackoffMin, false
 				continue
 			}
 			if ctx.Err() != nil {
@@ -125,7 +130,11 @@ func (r *Registry) syncLoop(ctx context.Context) {
 			}
 			// Whatever was missed, a full reread catches up.
 			r.sync.again()
-			r.log.Warn("instances: applying other replicas' changes failed; serving the last known state and retrying",
+			level := slog.LevelDebug // said once per failing spell
+			if !failing {
+				level, failing = slog.LevelWarn, true
+			}
+			r.log.Log(ctx, level, "instances: applying other replicas' changes failed; serving the last known state and retrying",
 				"error", err.Error(), "retry_in", wait.String())
 			select {
 			case <-time.After(wait):

@@ -53,8 +53,9 @@ func (s *Store) feed(ctx context.Context, first chan<- error) {
 }
 
 // follow subscribes once and delivers messages until the connection
-// fails. An idle connection is pinged every pingEvery; one that does not
-// answer within three of those is given up.
+// fails. The connection is pinged every pingEvery, busy or idle, and given
+// up when a ping goes unanswered for three of those; a pong also brings
+// the health back after a failed command.
 func (s *Store) follow(ctx context.Context, onSubscribed func()) error {
 	ps := s.c.Subscribe(ctx, s.keys.channel())
 	defer ps.Close()
@@ -64,27 +65,27 @@ func (s *Store) follow(ctx context.Context, onSubscribed func()) error {
 	if ctx.Err() != nil { // Close ran before feedPS was set
 		return ctx.Err()
 	}
-	var pingSent time.Time
+	var pingSent time.Time // zero when no ping is unanswered
+	lastPing := time.Now()
 	for {
+		if pingSent.IsZero() && time.Since(lastPing) >= pingEvery {
+			if err := ps.Ping(ctx); err != nil {
+				return err
+			}
+			pingSent, lastPing = time.Now(), time.Now()
+		}
+		if !pingSent.IsZero() && time.Since(pingSent) > 3*pingEvery {
+			return fmt.Errorf("no answer to a ping for %s", time.Since(pingSent).Round(time.Millisecond))
+		}
 		msg, err := ps.ReceiveTimeout(ctx, pingEvery)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if !isTimeout(err) {
-				return err
-			}
-			if !pingSent.IsZero() {
-				if time.Since(pingSent) > 3*pingEvery {
-					return fmt.Errorf("no answer to a ping for %s", time.Since(pingSent).Round(time.Millisecond))
-				}
+			if isTimeout(err) {
 				continue
 			}
-			if err := ps.Ping(ctx); err != nil {
-				return err
-			}
-			pingSent = time.Now()
-			continue
+			return err
 		}
 		switch m := msg.(type) {
 		case *goredis.Subscription:
