@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,43 @@ func TestFleetRegistries(t *testing.T) {
 	}
 	if _, err := b.Lookup(ctx, "never-made"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Lookup of an unknown id: %v", err)
+	}
+}
+
+// TestFleetSources: source ranges belong to a replica's transparent
+// listener: two homes may reuse one range, one home may not, and a
+// replica attributes an address only to an instance it serves.
+func TestFleetSources(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t, redistest.Options{})
+	a := newReplica(t, openRedis(t, rs.URL()), "10.0.0.1:3128")
+	b := newReplica(t, openRedis(t, rs.URL()), "10.0.0.2:3128")
+	r10 := netip.MustParsePrefix("10.0.3.0/24")
+	onA, _, err := a.Create(ctx, "a1", "MySandbox", r10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Create(ctx, "a2", "MySandbox", netip.MustParsePrefix("10.0.3.7/32")); !errors.Is(err, ErrSourceTaken) {
+		t.Fatalf("an overlapping range on the same home: %v, want ErrSourceTaken", err)
+	}
+	storetest.WaitFor(t, "B to learn of a1", func() bool { _, ok := b.Get("a1"); return ok })
+	if x, _ := b.Get("a1"); !slices.Equal(x.Sources(), []netip.Prefix{r10}) {
+		t.Fatalf("a1's sources on B: %v", x.Sources())
+	}
+	if _, ok := b.BySource(netip.MustParseAddr("10.0.3.7")); ok {
+		t.Fatal("B attributes an address to an instance it does not serve")
+	}
+	onB, _, err := b.Create(ctx, "b1", "MySandbox", r10)
+	if err != nil {
+		t.Fatalf("the same range on another home: %v", err)
+	}
+	for name, c := range map[string]struct {
+		r    *replica
+		want *Instance
+	}{"A": {a, onA}, "B": {b, onB}} {
+		if got, ok := c.r.BySource(netip.MustParseAddr("10.0.3.7")); !ok || got != c.want {
+			t.Fatalf("%s attributes 10.0.3.7 to %v, want its own instance", name, got)
+		}
 	}
 }
 
