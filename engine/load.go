@@ -108,13 +108,11 @@ func (p *Program) describe(ctx context.Context, timeout time.Duration) error {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), time.Millisecond)
 	}
-	iso, configs, err := newIsolate(p, jsapi.Config{Fetch: noFetch{}, Logger: slog.New(slog.DiscardHandler)}, timeout)
+	iso, configs, err := newIsolate(p, jsapi.Config{Fetch: noFetch{}, Logger: slog.New(slog.DiscardHandler)}, timeout, nil)
 	if err != nil {
 		return err
 	}
-	iso.retire()
-	iso.start(func() {})
-	<-iso.ended
+	iso.realm.Wait() // module-scope fetches, cancelled when it ended
 	p.info.Classes = configs
 	p.info.HasBlocked = iso.blocked != nil
 	return nil

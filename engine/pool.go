@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -16,13 +15,28 @@ import (
 // DefaultTimeout is the wall-clock limit of one invocation.
 const DefaultTimeout = 30 * time.Second
 
-// ErrTimeout means the invocation hit the pool's wall-clock limit. The caller
-// answers 504. An invocation whose context ends first returns that
-// context's error (context.Canceled when the caller hung up) instead.
+// DefaultMaxWaiting is how many of one instance's invocations may wait for
+// a runtime when PoolOptions leaves MaxWaiting zero.
+const DefaultMaxWaiting = 256
+
+// ErrTimeout means the invocation hit the pool's wall-clock limit, waiting
+// for a runtime included. The caller answers 504. An invocation whose
+// context ends first returns that context's error (context.Canceled when
+// the caller hung up) instead.
 var ErrTimeout = errors.New("handler timed out")
 
 // ErrClosed is returned by Invoke after Close.
 var ErrClosed = errors.New("engine: pool is closed")
+
+// ErrBusy means too many of the instance's invocations are already waiting
+// for a runtime (PoolOptions.MaxWaiting). The caller answers 503 at once.
+var ErrBusy = errors.New("engine: too many of this instance's requests are waiting for a runtime")
+
+// ErrRecycled means the runtime the invocation was suspended on had to be
+// retired because another invocation on it ran away, overflowed its stack
+// or crashed, and the invocation had already started I/O, so it could not
+// be run again from the start. The caller answers 503.
+var ErrRecycled = errors.New("engine: the runtime running this handler was retired because of another invocation on it")
 
 // HandlerError is a handler that failed: it threw, returned something that is
 // not a Response, its promise rejected, it overflowed the stack, a body read
@@ -36,28 +50,49 @@ func (e *HandlerError) Error() string { return "handler failed: " + e.Msg }
 
 // PoolOptions configures a Pool.
 type PoolOptions struct {
-	Size         int               // runtimes; default GOMAXPROCS
-	Timeout      time.Duration     // per invocation; default DefaultTimeout
+	Size         int               // runtimes; default DefaultSize()
+	Timeout      time.Duration     // per invocation, waiting included; default DefaultTimeout
 	Fetch        http.RoundTripper // carries fetch(); required
 	MaxBodyBytes int64             // cap on body reads from JS; default 32 MiB
+	MaxWaiting   int               // per instance; default DefaultMaxWaiting
 	Logger       *slog.Logger      // console.* and pool events; default slog.Default()
 }
 
-// Pool runs a Program's handlers on a fixed number of runtimes. A runtime
-// serves one invocation at a time; one that timed out or overflowed its
-// stack is replaced, never reused.
+// DefaultSize is the number of runtimes a pool has unless told otherwise:
+// one per CPU Go may use, and at least two, so that one runaway handler
+// (until its timeout stops it) does not hold up every other.
+func DefaultSize() int { return max(2, runtime.GOMAXPROCS(0)) }
+
+// Pool runs a Program's handlers on a fixed number of runtimes, each
+// serving many invocations at once through its own job queue: an
+// invocation suspended on a fetch, a body read, a KV call or a timer holds
+// no runtime.
+//
+// Fairness: a new invocation runs at once, on the caller's goroutine, when
+// a runtime is idle and nobody is waiting. Otherwise it waits in its
+// instance's queue, and the queues take turns: each time a runtime frees up
+// it starts the next invocation of the next instance in the round. Jobs
+// queued on one runtime (I/O completions, timers) take turns by instance
+// the same way, and a runtime alternates between its queued jobs and
+// waiting starts. An instance with many CPU-heavy requests so delays
+// another instance's request by at most one of its jobs per runtime, not by
+// its whole backlog. An instance may have at most MaxWaiting invocations
+// waiting (more get ErrBusy), and time spent waiting counts against the
+// invocation's timeout.
 type Pool struct {
 	prog *Program
 	opts PoolOptions
 	jcfg jsapi.Config
-	idle chan *isolate
 
-	mu       sync.Mutex
-	closed   bool
-	closing  chan struct{}
+	mu      sync.Mutex
+	closed  bool
+	closing chan struct{}
+	live    []*isolate
+	idle    []*isolate              // runtimes nobody owns, most recently idle last
+	waiting fairQueue[*invocation]  // invocations waiting for a runtime
+
 	inflight sync.WaitGroup // Invoke calls
-	workers  sync.WaitGroup // isolate goroutines, spawners and drains
-	live     []*isolate
+	workers  sync.WaitGroup // runners, spawners and drains
 }
 
 // NewPool starts opts.Size runtimes for p.
@@ -66,13 +101,16 @@ func NewPool(p *Program, opts PoolOptions) (*Pool, error) {
 		return nil, errors.New("engine: PoolOptions.Fetch is required")
 	}
 	if opts.Size <= 0 {
-		opts.Size = runtime.GOMAXPROCS(0)
+		opts.Size = DefaultSize()
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = jsapi.DefaultMaxBodyBytes
+	}
+	if opts.MaxWaiting <= 0 {
+		opts.MaxWaiting = DefaultMaxWaiting
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -81,49 +119,44 @@ func NewPool(p *Program, opts PoolOptions) (*Pool, error) {
 		prog:    p,
 		opts:    opts,
 		jcfg:    jsapi.Config{Fetch: opts.Fetch, MaxBodyBytes: opts.MaxBodyBytes, Logger: opts.Logger},
-		idle:    make(chan *isolate, opts.Size),
 		closing: make(chan struct{}),
 	}
 	for i := 0; i < opts.Size; i++ {
-		iso, err := pl.newIsolate()
-		if err != nil {
+		if err := pl.addIsolate(); err != nil {
 			pl.Close()
 			return nil, err
 		}
-		pl.idle <- iso
 	}
 	return pl, nil
 }
 
-func (pl *Pool) newIsolate() (*isolate, error) {
-	iso, _, err := newIsolate(pl.prog, pl.jcfg, DefaultEvalTimeout)
+func (pl *Pool) log() *slog.Logger { return pl.opts.Logger }
+
+// maxGrace bounds how long JS of an invocation whose deadline has passed
+// may go on running before the runtime is interrupted and retired.
+const maxGrace = time.Second
+
+// grace is how long a job that was running when its invocation's deadline
+// passed may go on: a quarter of the timeout, at most maxGrace.
+func (pl *Pool) grace() time.Duration { return min(pl.opts.Timeout/4, maxGrace) }
+
+// addIsolate starts a runtime and puts it to work.
+func (pl *Pool) addIsolate() error {
+	iso, _, err := newIsolate(pl.prog, pl.jcfg, DefaultEvalTimeout, pl)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	pl.mu.Lock()
 	if pl.closed {
 		pl.mu.Unlock()
-		iso.retire()
-		iso.start(func() {})
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	pl.live = append(pl.live, iso)
 	pl.workers.Add(1)
+	go iso.runner()
 	pl.mu.Unlock()
-	iso.timer = time.NewTimer(time.Hour)
-	iso.timer.Stop()
-	iso.start(func() {
-		pl.mu.Lock()
-		for i, x := range pl.live {
-			if x == iso {
-				pl.live = append(pl.live[:i], pl.live[i+1:]...)
-				break
-			}
-		}
-		pl.mu.Unlock()
-		pl.workers.Done()
-	})
-	return iso, nil
+	iso.release()
+	return nil
 }
 
 // replace starts a runtime in place of a retired one, retrying while the
@@ -140,15 +173,11 @@ func (pl *Pool) replace() {
 		defer pl.workers.Done()
 		backoff := 10 * time.Millisecond
 		for {
-			iso, err := pl.newIsolate()
-			if err == nil {
-				pl.idle <- iso
+			err := pl.addIsolate()
+			if err == nil || errors.Is(err, ErrClosed) {
 				return
 			}
-			if errors.Is(err, ErrClosed) {
-				return
-			}
-			pl.opts.Logger.Error("engine: cannot start a replacement runtime", "err", err)
+			pl.log().Error("engine: cannot start a replacement runtime", "err", err)
 			select {
 			case <-pl.closing:
 				return
@@ -159,104 +188,134 @@ func (pl *Pool) replace() {
 	}()
 }
 
-// Invoke runs one handler. It returns the handler's response, ErrTimeout, or
-// a *HandlerError. A response from `return fetch(request)` is the
-// RoundTripper's own *http.Response, body untouched; the caller closes it.
+// pushIdle and unidle keep the idle list. pl.mu held.
+func (pl *Pool) pushIdle(iso *isolate) {
+	iso.idleAt = len(pl.idle)
+	pl.idle = append(pl.idle, iso)
+}
+
+func (pl *Pool) unidle(iso *isolate) {
+	i := iso.idleAt
+	if i < 0 {
+		return
+	}
+	last := len(pl.idle) - 1
+	if i != last {
+		pl.idle[i] = pl.idle[last]
+		pl.idle[i].idleAt = i
+	}
+	pl.idle[last] = nil
+	pl.idle = pl.idle[:last]
+	iso.idleAt = -1
+}
+
+// takeIdle returns an idle runtime, now owned by the caller, or nil.
+// pl.mu held.
+func (pl *Pool) takeIdle() *isolate {
+	n := len(pl.idle)
+	if n == 0 {
+		return nil
+	}
+	iso := pl.idle[n-1]
+	pl.unidle(iso)
+	iso.owned = true
+	return iso
+}
+
+// nextWaiting pops the next waiting invocation that is still waiting.
+// pl.mu held.
+func (pl *Pool) nextWaiting() *invocation {
+	for {
+		inv, ok := pl.waiting.pop()
+		if !ok {
+			return nil
+		}
+		if inv.state == stQueued {
+			return inv
+		}
+	}
+}
+
+// retry queues inv, whose isolate was retired before it did any I/O, to
+// run again from the start, ahead of its instance's other waiting
+// invocations. Its timeout keeps running.
+func (pl *Pool) retry(inv *invocation) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if inv.state != stBegun {
+		return // answered meanwhile (timed out, cancelled)
+	}
+	inv.state = stQueued
+	inv.iso, inv.promise = nil, nil
+	inv.retries++
+	pl.waiting.pushFront(inv.key, inv)
+	if iso := pl.takeIdle(); iso != nil {
+		iso.signal()
+	}
+}
+
+// Invoke runs one handler. It returns the handler's response, ErrTimeout,
+// ErrBusy, ErrRecycled, ErrClosed, the context's error, or a *HandlerError.
+// A response from `return fetch(request)` is the RoundTripper's own
+// *http.Response, body untouched; the caller closes it.
 func (pl *Pool) Invoke(ctx context.Context, c Call) (*http.Response, error) {
 	if c.Request == nil || c.Request.URL == nil {
 		return nil, errors.New("engine: Invoke needs a request with a URL")
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // the caller is gone: nothing would read the answer
+	}
+	inv := &invocation{pl: pl, c: &c, ctx: ctx, key: c.InstanceID, done: make(chan struct{})}
 	pl.mu.Lock()
 	if pl.closed {
 		pl.mu.Unlock()
 		return nil, ErrClosed
 	}
 	pl.inflight.Add(1)
-	pl.mu.Unlock()
 	defer pl.inflight.Done()
-
+	inv.timer = time.AfterFunc(pl.opts.Timeout, inv.expire)
 	var iso *isolate
-	for iso == nil {
-		select {
-		case iso = <-pl.idle:
-			if iso.dead.Load() { // retired while idle (a stray timer overflowed)
-				iso = nil
-				pl.replace()
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for a runtime: %w", ctx.Err())
-		case <-pl.closing:
-			return nil, ErrClosed
-		}
+	if pl.waiting.len() == 0 {
+		iso = pl.takeIdle()
 	}
-	return pl.invoke(ctx, iso, &c)
+	switch {
+	case iso != nil:
+		iso.beginLocked(inv)
+	case pl.waiting.laneLen(inv.key) >= pl.opts.MaxWaiting:
+		pl.mu.Unlock()
+		inv.timer.Stop()
+		return nil, ErrBusy
+	default:
+		inv.state = stQueued
+		pl.waiting.push(inv.key, inv)
+	}
+	pl.mu.Unlock()
+	if iso != nil {
+		iso.runStart(inv)
+		iso.release()
+	}
+	return inv.wait()
 }
 
-func (pl *Pool) invoke(ctx context.Context, iso *isolate, c *Call) (*http.Response, error) {
-	iso.seq++
-	iso.call, iso.ctx = c, ctx
-	seq := iso.seq
-	if !iso.loop.RunOnLoop(iso.runFn) {
-		pl.replace()
-		return nil, &HandlerError{Msg: "runtime is stopped"}
-	}
-	iso.timer.Reset(pl.opts.Timeout)
-	for {
-		select {
-		case res := <-iso.done:
-			if res.seq != seq {
-				continue // a late result of an earlier call; cannot happen, but harmless
-			}
-			iso.timer.Stop()
-			pl.release(iso, res.fatal)
-			return res.resp, res.err
-		case <-iso.timer.C:
-			iso.kill()
-			pl.replace()
-			return nil, ErrTimeout
-		case <-ctx.Done():
-			// The caller is gone. Let the handler wind down within its
-			// timeout (its fetches see the cancelled context) so the runtime
-			// can be reused, and answer now.
-			pl.workers.Add(1)
-			go pl.drain(iso, seq)
-			return nil, ctx.Err()
-		}
-	}
+// Stats is a snapshot of a pool, for tests and metrics.
+type Stats struct {
+	Runtimes  int // live runtimes
+	Idle      int // runtimes nobody runs on
+	Waiting   int // invocations waiting for a runtime
+	Suspended int // invocations begun on a runtime and not finished
 }
 
-func (pl *Pool) drain(iso *isolate, seq uint64) {
-	defer pl.workers.Done()
-	for {
-		select {
-		case res := <-iso.done:
-			if res.seq != seq {
-				continue
-			}
-			iso.timer.Stop()
-			if res.resp != nil {
-				_ = res.resp.Body.Close()
-			}
-			pl.release(iso, res.fatal)
-			return
-		case <-iso.timer.C:
-			iso.kill()
-			pl.replace()
-			return
-		case <-pl.closing:
-			iso.kill()
-			return
+// Stats returns a snapshot of the pool.
+func (pl *Pool) Stats() Stats {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	st := Stats{Runtimes: len(pl.live), Idle: len(pl.idle), Waiting: pl.waiting.len()}
+	for _, iso := range pl.live {
+		if !iso.dead {
+			st.Suspended += len(iso.invs)
 		}
 	}
-}
-
-func (pl *Pool) release(iso *isolate, fatal bool) {
-	if fatal || iso.dead.Load() {
-		iso.retire()
-		pl.replace()
-		return
-	}
-	pl.idle <- iso
+	return st
 }
 
 // Close stops accepting invocations, waits for those in flight, and stops
@@ -272,10 +331,12 @@ func (pl *Pool) Close() {
 	pl.mu.Unlock()
 	pl.inflight.Wait()
 	pl.mu.Lock()
-	live := append([]*isolate(nil), pl.live...)
-	pl.mu.Unlock()
-	for _, iso := range live {
-		iso.retire()
+	for _, iso := range pl.live {
+		// Whoever owns the runtime when the job comes up ends what is left
+		// on it (stray jobs of answered invocations) and stops it.
+		iso.postLocked("", func() { iso.kill(nil, ErrClosed) })
 	}
+	pl.live = nil
+	pl.mu.Unlock()
 	pl.workers.Wait()
 }

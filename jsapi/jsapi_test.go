@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/dop251/goja"
-	"github.com/dop251/goja_nodejs/eventloop"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/memkv"
 )
@@ -56,24 +55,75 @@ func testUpstream(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// harness runs JS on a started loop, one call at a time.
+// testLoop runs posted jobs in order on one goroutine.
+type testLoop struct {
+	mu     sync.Mutex
+	jobs   []func()
+	wake   chan struct{}
+	closed bool
+	done   chan struct{}
+}
+
+func newTestLoop() *testLoop {
+	l := &testLoop{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		for range l.wake {
+			for {
+				l.mu.Lock()
+				if len(l.jobs) == 0 {
+					l.mu.Unlock()
+					break
+				}
+				j := l.jobs[0]
+				l.jobs = l.jobs[1:]
+				l.mu.Unlock()
+				j()
+			}
+		}
+	}()
+	return l
+}
+
+func (l *testLoop) Post(s *Scope, fn func()) bool { return l.run(fn) }
+
+func (l *testLoop) run(fn func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.jobs = append(l.jobs, fn)
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (l *testLoop) stop() {
+	l.mu.Lock()
+	l.closed = true
+	close(l.wake)
+	l.mu.Unlock()
+	<-l.done
+}
+
+// harness runs JS on a loop, one call at a time.
 type harness struct {
-	loop  *eventloop.EventLoop
+	loop  *testLoop
 	realm *Realm
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
-	loop := NewLoop()
-	var vm *goja.Runtime
-	loop.Run(func(v *goja.Runtime) { vm = v })
-	r, err := Install(vm, loop, cfg)
+	loop := newTestLoop()
+	r, err := Install(NewRuntime(), loop, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	loop.Start()
 	t.Cleanup(func() {
-		loop.Terminate()
+		loop.stop()
 		r.Wait()
 	})
 	return &harness{loop: loop, realm: r}
@@ -82,7 +132,7 @@ func newHarness(t testing.TB, cfg Config) *harness {
 // do runs f on the loop and waits for it.
 func (h *harness) do(f func(vm *goja.Runtime)) {
 	done := make(chan struct{})
-	h.loop.RunOnLoop(func(vm *goja.Runtime) { defer close(done); f(vm) })
+	h.loop.run(func() { defer close(done); f(h.realm.VM()) })
 	<-done
 }
 
@@ -91,8 +141,11 @@ func (h *harness) do(f func(vm *goja.Runtime)) {
 func (h *harness) await(t *testing.T, fn goja.Callable, args ...goja.Value) error {
 	t.Helper()
 	res := make(chan error, 1)
+	var s *Scope
 	h.do(func(vm *goja.Runtime) {
-		h.realm.Begin(context.Background(), nil, "sbx-test", "TestClass")
+		s = h.realm.Begin(context.Background(), nil, "sbx-test", "TestClass", nil)
+		h.realm.Enter(s)
+		defer h.realm.Leave()
 		v, err := fn(goja.Undefined(), args...)
 		if err != nil {
 			res <- err
@@ -119,7 +172,7 @@ func (h *harness) await(t *testing.T, fn goja.Callable, args ...goja.Value) erro
 	})
 	select {
 	case err := <-res:
-		h.do(func(*goja.Runtime) { h.realm.End(nil) })
+		h.do(func(*goja.Runtime) { h.realm.End(s, nil) })
 		return err
 	case <-time.After(10 * time.Second):
 		t.Fatal("timed out")
@@ -201,10 +254,9 @@ func TestWebAPIs(t *testing.T) {
 }
 
 func TestInstallNeedsFetch(t *testing.T) {
-	loop := NewLoop()
-	var vm *goja.Runtime
-	loop.Run(func(v *goja.Runtime) { vm = v })
-	if _, err := Install(vm, loop, Config{}); err == nil {
+	l := newTestLoop()
+	defer l.stop()
+	if _, err := Install(NewRuntime(), l, Config{}); err == nil {
 		t.Fatal("Install without Fetch succeeded")
 	}
 }

@@ -1,17 +1,15 @@
 package jsapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"reflect"
+	"runtime/debug"
 	"sync"
 
 	"github.com/dop251/goja"
-	"github.com/dop251/goja_nodejs/eventloop"
 	"github.com/dop251/goja_nodejs/require"
 	"github.com/dop251/goja_nodejs/url"
 )
@@ -32,19 +30,25 @@ type Config struct {
 	MaxBodyBytes int64
 	// Logger receives console.* when the current Scope has none.
 	Logger *slog.Logger
-	// OnUncatchable is called on the loop when JS that runs outside an
-	// invocation's call (a timer, a promise callback) dies of an uncatchable
-	// error: an interrupt or a stack overflow. The owner should retire the
-	// runtime.
-	OnUncatchable func(err error)
+	// OnUncatchable is called on the loop when JS that a job runs (a timer,
+	// a promise reaction, a fetch settling) dies of an uncatchable error: an
+	// interrupt or a stack overflow. s is the scope whose code was running.
+	// goja has dropped every pending promise job by then, so the owner must
+	// retire the runtime once the job returns.
+	OnUncatchable func(s *Scope, err error)
+	// Switch, if set, is called on the loop whenever the scope whose JS may
+	// run changes: a job for s begins (s), a promise reaction of another
+	// scope runs (that scope) and returns (the job's scope again), a job ends
+	// (nil). The owner uses it to know whose code an Interrupt would stop.
+	Switch func(s *Scope)
 }
 
 // Realm is the Workers platform installed in one goja runtime. It is owned by
-// the goroutine running the runtime's event loop: every method must be called
-// on that loop.
+// whoever runs the runtime's loop at the moment: every method must be called
+// on that loop unless it says otherwise.
 type Realm struct {
 	vm   *goja.Runtime
-	loop *eventloop.EventLoop
+	loop Loop
 	cfg  Config
 
 	headersProto  *goja.Object
@@ -63,18 +67,20 @@ type Realm struct {
 	jsonStringify goja.Callable
 	jsonParse     goja.Callable
 
-	scope    *Scope
+	scope    *Scope // whose code runs now
+	job      *Scope // the scope of the job running now
 	envCache map[*Env]*goja.Object
+	prepared []*fetchCall // fetches made in this job, started when it ends
 
 	// bg counts goroutines doing I/O for JS (fetch, body reads, KV). Their
-	// results come back through RunOnLoop; Wait lets the owner drain them.
+	// results come back through Loop.Post; Wait lets the owner drain them.
 	bg sync.WaitGroup
 }
 
-// Install builds a Realm in vm, whose event loop is loop. It removes
-// require() afterwards and never loads the process module, so host
-// environment and files stay out of reach.
-func Install(vm *goja.Runtime, loop *eventloop.EventLoop, cfg Config) (*Realm, error) {
+// Install builds a Realm in vm (made by NewRuntime), whose jobs loop runs.
+// It removes require() afterwards and never loads the process module, so
+// host environment and files stay out of reach.
+func Install(vm *goja.Runtime, loop Loop, cfg Config) (*Realm, error) {
 	if cfg.Fetch == nil {
 		return nil, errors.New("jsapi: Config.Fetch is required")
 	}
@@ -97,26 +103,27 @@ func Install(vm *goja.Runtime, loop *eventloop.EventLoop, cfg Config) (*Realm, e
 	if err != nil {
 		return nil, err
 	}
+	vm.SetAsyncContextTracker(r)
 	return r, nil
 }
 
-// NewLoop returns an event loop whose runtime has no console, no require
-// loader and no process module; Install completes it.
-func NewLoop() *eventloop.EventLoop {
-	reg := require.NewRegistry(require.WithLoader(func(path string) ([]byte, error) {
+// NewRuntime returns a runtime with no console, no timers, no require
+// loader and no process module; Install completes it. (goja_nodejs's URL
+// is loaded through require, which Install deletes afterwards.)
+func NewRuntime() *goja.Runtime {
+	vm := goja.New()
+	require.NewRegistry(require.WithLoader(func(path string) ([]byte, error) {
 		return nil, require.ModuleFileDoesNotExistError
-	}))
-	return eventloop.NewEventLoop(eventloop.EnableConsole(false), eventloop.WithRegistry(reg))
+	})).Enable(vm)
+	return vm
 }
 
 func (r *Realm) install() {
 	vm := r.vm
 	g := vm.GlobalObject()
 	url.Enable(vm)
-	// require came with the loop; a policy script has no use for it.
+	// require was only needed for URL; a policy script has no use for it.
 	g.Delete("require")
-	g.Delete("setImmediate")
-	g.Delete("clearImmediate")
 
 	r.uint8Array = g.Get("Uint8Array")
 	r.promiseCtor = g.Get("Promise").ToObject(vm)
@@ -136,9 +143,19 @@ func (r *Realm) install() {
 	r.installKV()
 }
 
+// uncatchable reports an error from calling into JS outside a handler's own
+// call (a resolving function, a timer, a listener) that JS could not catch.
+// Exceptions are JS's business; anything else means goja dropped its job
+// queue and the runtime is done for.
 func (r *Realm) uncatchable(err error) {
+	if err == nil {
+		return
+	}
+	if _, ok := err.(*goja.Exception); ok {
+		return
+	}
 	if r.cfg.OnUncatchable != nil {
-		r.cfg.OnUncatchable(err)
+		r.cfg.OnUncatchable(r.scope, err)
 	}
 }
 
@@ -150,83 +167,50 @@ func (r *Realm) VM() *goja.Runtime { return r.vm }
 // closed and contexts cancelled.
 func (r *Realm) Wait() { r.bg.Wait() }
 
-// Scope is one invocation's state: its context (which fetch and KV use),
-// where console goes, and the timers and fetches it started so that End can
-// stop them.
-type Scope struct {
-	ctx      context.Context
-	logger   *slog.Logger
-	instance string
-	class    string
-
-	timers  map[int64]*timer
-	fetches []*fetchCall
-	ended   bool
-}
-
-// Begin starts an invocation. logger may be nil (the realm's logger is used);
-// instance and class are added to every console record.
-func (r *Realm) Begin(ctx context.Context, logger *slog.Logger, instance, class string) *Scope {
-	if logger == nil {
-		logger = r.cfg.Logger
-	}
-	s := &Scope{ctx: ctx, logger: logger, instance: instance, class: class}
-	r.scope = s
-	return s
-}
-
-// End finishes the current invocation: its timers are cleared, and fetches
-// whose response body is not keep's are aborted and their bodies closed. keep
-// is the response handed to the caller (it may be nil).
-func (r *Realm) End(keep *http.Response) {
-	s := r.scope
-	if s == nil {
-		return
-	}
-	r.scope = nil
-	s.ended = true
-	for _, t := range s.timers {
-		t.stop(r)
-	}
-	s.timers = nil
-	var keepBody io.ReadCloser
-	if keep != nil {
-		keepBody = keep.Body
-	}
-	for _, f := range s.fetches {
-		f.finish(keepBody)
-	}
-	s.fetches = nil
-}
-
-// curScope returns the running invocation's scope or a detached one for code
-// that runs outside an invocation (module evaluation).
-func (r *Realm) curScope() *Scope {
-	if r.scope == nil {
-		r.scope = &Scope{ctx: context.Background(), logger: r.cfg.Logger}
-	}
-	return r.scope
-}
-
 // goAsync runs work on its own goroutine and settles a promise with its
-// result back on the loop. settle runs on the loop and returns the
-// resolution value or panics with a JS error.
+// result back on the loop, in the scope that asked. settle runs on the loop
+// and returns the resolution value or panics with a JS error. The scope
+// counts it as pending work and as I/O until then.
 func (r *Realm) goAsync(work func() (any, error), settle func(v any, err error) goja.Value) goja.Value {
+	s := r.curScope()
+	if s.ended {
+		return r.rejected(r.endedError())
+	}
+	s.pending++
+	s.touched = true
 	p, resolve, reject := r.vm.NewPromise()
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		v, err := work()
-		r.loop.RunOnLoop(func(vm *goja.Runtime) {
+		var v any
+		err := recovered(r.cfg.Logger, "a Web API's I/O", func() (err error) {
+			v, err = work()
+			return err
+		})
+		r.post(s, func() {
+			s.pending--
 			var out goja.Value
-			if ex := vm.Try(func() { out = settle(v, err) }); ex != nil {
-				_ = reject(ex.Value())
+			if ex := r.vm.Try(func() { out = settle(v, err) }); ex != nil {
+				r.uncatchable(reject(ex.Value()))
 				return
 			}
-			_ = resolve(out)
-		})
+			r.uncatchable(resolve(out))
+		}, nil)
 	}()
 	return r.vm.ToValue(p)
+}
+
+// recovered runs f and turns a Go panic in it (a RoundTripper's or a KV
+// backend's bug, on an I/O goroutine nothing else would recover on) into an
+// error, logging the stack trace. The process lives on.
+func recovered(log *slog.Logger, what string, f func() error) (err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			log.Error("jsapi: a Go panic in "+what, "panic", fmt.Sprint(x), "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error: %s panicked: %v", what, x)
+		}
+	}()
+	return f()
 }
 
 // resolved returns a promise already fulfilled with v.

@@ -6,25 +6,48 @@ import (
 	"time"
 
 	"github.com/dop251/goja"
-	"github.com/dop251/goja_nodejs/eventloop"
 )
 
 // timer is one setTimeout or setInterval. Timers belong to the invocation
-// that created them: Realm.End clears what is left, so a handler's stray
-// interval never runs into the next request.
+// that created them: End clears what is left, so a handler's stray interval
+// never runs into the next request. A timer counts as pending work of its
+// scope until it has fired (setTimeout) or is cleared.
 type timer struct {
 	id    int64
-	scope *Scope
-	once  *eventloop.Timer
-	every *eventloop.Interval
+	s     *Scope
+	t     *time.Timer
+	fn    goja.Callable
+	args  []goja.Value
+	every time.Duration // 0 for setTimeout
+	done  bool          // fired or cleared; loop-owned
 }
 
-func (t *timer) stop(r *Realm) {
-	if t.once != nil {
-		r.loop.ClearTimeout(t.once)
+// stop cancels the timer. A fire already queued on the loop sees done.
+func (t *timer) stop() {
+	t.done = true
+	t.t.Stop()
+}
+
+// fire runs on the loop, in t's scope.
+func (r *Realm) fire(t *timer) {
+	if t.done {
+		return
 	}
-	if t.every != nil {
-		r.loop.ClearInterval(t.every)
+	if t.every == 0 {
+		t.done = true
+		t.s.pending--
+		delete(t.s.timers, t.id)
+	}
+	if _, err := t.fn(goja.Undefined(), t.args...); err != nil {
+		if ex, ok := err.(*goja.Exception); ok {
+			r.logUncaught(ex.Value())
+		} else {
+			r.uncatchable(err)
+			return
+		}
+	}
+	if t.every > 0 && !t.done {
+		t.t.Reset(t.every)
 	}
 }
 
@@ -36,42 +59,28 @@ func (r *Realm) installTimers() {
 		if !ok {
 			r.throwType("%s: callback is not a function", map[bool]string{false: "setTimeout", true: "setInterval"}[repeat])
 		}
-		d := call.Argument(1).ToInteger()
-		if d < 0 {
-			d = 0
-		}
+		d := time.Duration(max(call.Argument(1).ToInteger(), 0)) * time.Millisecond
 		var args []goja.Value
 		if len(call.Arguments) > 2 {
 			args = append(args, call.Arguments[2:]...)
 		}
 		s := r.curScope()
 		nextID++
-		t := &timer{id: nextID, scope: s}
-		run := func(vm *goja.Runtime) {
-			if s.ended {
-				return
-			}
-			if !repeat {
-				delete(s.timers, t.id)
-			}
-			if _, err := fn(goja.Undefined(), args...); err != nil {
-				if ex, ok := err.(*goja.Exception); ok {
-					r.logUncaught(ex.Value())
-					return
-				}
-				// Uncatchable (interrupt, stack overflow): the runtime is done for.
-				r.uncatchable(err)
-			}
+		if s.ended {
+			return r.vm.ToValue(nextID) // never fires: its invocation is over
 		}
+		t := &timer{id: nextID, s: s, fn: fn, args: args}
 		if repeat {
-			t.every = r.loop.SetInterval(run, time.Duration(d)*time.Millisecond)
-		} else {
-			t.once = r.loop.SetTimeout(run, time.Duration(d)*time.Millisecond)
+			// As Node does: an interval of 0 would spin.
+			t.every = max(d, time.Millisecond)
+			d = t.every
 		}
+		s.pending++
 		if s.timers == nil {
 			s.timers = make(map[int64]*timer)
 		}
 		s.timers[t.id] = t
+		t.t = time.AfterFunc(d, func() { r.post(s, func() { r.fire(t) }, nil) })
 		return r.vm.ToValue(t.id)
 	}
 	clear := func(call goja.FunctionCall) goja.Value {
@@ -82,7 +91,10 @@ func (r *Realm) installTimers() {
 		id := call.Argument(0).ToInteger()
 		if t, ok := s.timers[id]; ok {
 			delete(s.timers, id)
-			t.stop(r)
+			if !t.done {
+				s.pending--
+			}
+			t.stop()
 		}
 		return goja.Undefined()
 	}

@@ -1,0 +1,126 @@
+package engine
+
+// fairQueue holds items in one FIFO lane per key (an instance id) and pops
+// them round-robin across the lanes that have any. However many items one
+// key has waiting, another key's item waits for at most one of them per
+// turn. Not safe for concurrent use: the pool's mutex guards it.
+type fairQueue[T any] struct {
+	lanes map[string]*lane[T]
+	head  *lane[T] // the lane popped next; lanes form a ring
+	tail  *lane[T] // the lane before head
+	n     int
+	spare *lane[T] // one emptied lane kept to spare an allocation
+}
+
+type lane[T any] struct {
+	key   string
+	items []T
+	off   int // items[off:] are waiting
+	next  *lane[T]
+}
+
+// len is the number of items waiting.
+func (q *fairQueue[T]) len() int { return q.n }
+
+// laneLen is the number of items waiting under key.
+func (q *fairQueue[T]) laneLen(key string) int {
+	if l := q.lanes[key]; l != nil {
+		return len(l.items) - l.off
+	}
+	return 0
+}
+
+// push adds v at the back of key's lane. A key with nothing waiting joins
+// the round last.
+func (q *fairQueue[T]) push(key string, v T) {
+	l := q.lane(key)
+	l.items = append(l.items, v)
+	q.n++
+}
+
+// pushFront adds v at the front of key's lane: it is the lane's next.
+func (q *fairQueue[T]) pushFront(key string, v T) {
+	l := q.lane(key)
+	if l.off > 0 {
+		l.off--
+		l.items[l.off] = v
+	} else {
+		l.items = append(l.items, v)
+		copy(l.items[1:], l.items)
+		l.items[0] = v
+	}
+	q.n++
+}
+
+func (q *fairQueue[T]) lane(key string) *lane[T] {
+	if l := q.lanes[key]; l != nil {
+		return l
+	}
+	if q.lanes == nil {
+		q.lanes = make(map[string]*lane[T])
+	}
+	l := q.spare
+	q.spare = nil
+	if l == nil {
+		l = &lane[T]{}
+	}
+	l.key = key
+	q.lanes[key] = l
+	if q.head == nil {
+		l.next = l
+		q.head, q.tail = l, l
+	} else {
+		l.next = q.head
+		q.tail.next = l
+		q.tail = l
+	}
+	return l
+}
+
+// pop removes and returns the front item of the lane whose turn it is, and
+// moves the turn to the next lane.
+func (q *fairQueue[T]) pop() (T, bool) {
+	var zero T
+	l := q.head
+	if l == nil {
+		return zero, false
+	}
+	v := l.items[l.off]
+	l.items[l.off] = zero
+	l.off++
+	q.n--
+	if l.off < len(l.items) {
+		if l.off >= 32 && 2*l.off >= len(l.items) {
+			// A lane that never empties would otherwise grow forever.
+			n := copy(l.items, l.items[l.off:])
+			clear(l.items[n:])
+			l.items, l.off = l.items[:n], 0
+		}
+		q.tail, q.head = l, l.next
+		return v, true
+	}
+	// The lane is empty: take it out of the ring.
+	delete(q.lanes, l.key)
+	if l.next == l {
+		q.head, q.tail = nil, nil
+	} else {
+		q.tail.next = l.next
+		q.head = l.next
+	}
+	if cap(l.items) <= 64 {
+		l.items, l.off, l.next, l.key = l.items[:0], 0, nil, ""
+		q.spare = l
+	}
+	return v, true
+}
+
+// drain removes every item, calling f on each.
+func (q *fairQueue[T]) drain(f func(T)) {
+	for {
+		v, ok := q.pop()
+		if !ok {
+			return
+		}
+		f(v)
+	}
+}
