@@ -88,8 +88,8 @@ type Pool struct {
 	closed  bool
 	closing chan struct{}
 	live    []*isolate
-	idle    []*isolate              // runtimes nobody owns, most recently idle last
-	waiting fairQueue[*invocation]  // invocations waiting for a runtime
+	idle    []*isolate             // runtimes nobody owns, most recently idle last
+	waiting fairQueue[*invocation] // invocations waiting for a runtime
 
 	inflight sync.WaitGroup // Invoke calls
 	workers  sync.WaitGroup // runners, spawners and drains
