@@ -242,8 +242,9 @@ func (pl *Pool) nextWaiting() *invocation {
 func (pl *Pool) retry(inv *invocation) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if inv.state != stBegun {
-		return // answered meanwhile (timed out, cancelled)
+	if inv.state != stBegun || inv.answered {
+		inv.state = stEnded // its caller has its answer (timed out, cancelled)
+		return
 	}
 	inv.state = stQueued
 	inv.iso, inv.promise = nil, nil
