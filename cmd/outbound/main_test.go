@@ -94,6 +94,8 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{"serve", "--script", "x.js", "--log-format", "xml"},
 		{"serve", "--script", "x.js", "--allow-net", "not-a-cidr"},
 		{"serve", "--script", "x.js", "--handler-timeout", "soon"},
+		{"serve", "--script", "x.js", "--isolates", "0"},
+		{"serve", "--script", "x.js", "--handler-queue", "-1"},
 		{"run", "--script", "x.js"}, // no command
 		{"ctl", "frobnicate"},
 		{"env", "--format", "xml", "--id", "x"},

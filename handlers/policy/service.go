@@ -123,7 +123,9 @@ func (s *Service) decideTunnel(inst *instances.Instance, decide func(*Script) ch
 // Handle serves one request whose URL is absolute. It always returns a
 // response: blocks are 520 (or the script's blocked hook), handler errors
 // 500, handler timeouts 504, upstream failures 502 and upstream timeouts
-// 504. No body carries error text.
+// 504; 503 with Retry-After when too many of the instance's requests wait
+// for a runtime or the runtime a handler was suspended on was retired. No
+// body carries error text.
 func (s *Service) Handle(ctx context.Context, inst *instances.Instance, req *http.Request) (*http.Response, decision.Outcome) {
 	if !inst.Alive() {
 		return decision.AuthRequired(req), decision.Outcome{Step: "unauthenticated"}
@@ -168,19 +170,11 @@ func (s *Service) handle(ctx context.Context, sc *Script, inst *instances.Instan
 			Logger:     s.log, // console lines carry instance and class already
 		})
 		out := decision.Outcome{Step: d.Step.String(), Handler: name, Err: err}
-		switch {
-		case err == nil:
-			resp.Request = req
-			return resp, out
-		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
-			// The sandbox hung up: nobody reads this answer, and counting
-			// it as a handler timeout would inflate the 504s.
-			return decision.Text(req, decision.StatusClientClosed, "Client closed request"), out
-		case errors.Is(err, engine.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-			return decision.Text(req, http.StatusGatewayTimeout, "Handler timed out"), out
-		default:
-			return decision.Text(req, http.StatusInternalServerError, "Handler failed"), out
+		if err != nil {
+			return handlerFailure(ctx, req, err), out
 		}
+		resp.Request = req
+		return resp, out
 	default: // steps 7 and 8
 		resp, err := s.opts.Upstream.RoundTrip(req)
 		out := decision.Outcome{Step: d.Step.String(), Err: err}
@@ -212,6 +206,32 @@ func (s *Service) connectDecision(sc *Script, inst *instances.Instance, h string
 		return chain.ConnectDecision{Step: chain.StepDefaultDeny}
 	}
 	return chain.ConnectDecide(cls, inst.Runtime(), h, port)
+}
+
+// handlerFailure is the answer to a handler that did not answer: 499 when
+// the sandbox hung up (nobody reads it, and counting it as a handler
+// timeout would inflate the 504s), 504 for a timeout (waiting for a runtime
+// included), 503 when the request may simply be sent again, else 500.
+func handlerFailure(ctx context.Context, req *http.Request, err error) *http.Response {
+	switch {
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return decision.Text(req, decision.StatusClientClosed, "Client closed request")
+	case errors.Is(err, engine.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return decision.Text(req, http.StatusGatewayTimeout, "Handler timed out")
+	case errors.Is(err, engine.ErrBusy):
+		return retryLater(req, "Too many requests waiting for a handler")
+	case errors.Is(err, engine.ErrRecycled):
+		return retryLater(req, "Handler runtime restarted")
+	default:
+		return decision.Text(req, http.StatusInternalServerError, "Handler failed")
+	}
+}
+
+// retryLater is a 503 that says the request may be sent again.
+func retryLater(req *http.Request, body string) *http.Response {
+	r := decision.Text(req, http.StatusServiceUnavailable, body)
+	r.Header.Set("Retry-After", "1")
+	return r
 }
 
 // block answers a blocked request: the script's blocked hook if it has

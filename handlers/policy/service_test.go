@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -315,6 +316,36 @@ func TestServiceClientGone(t *testing.T) {
 		r := f.do(t, ctx, open, "GET", u)
 		if r.status != decision.StatusClientClosed || r.out.Err == nil {
 			t.Errorf("%s: got %d (%v), want %d", u, r.status, r.out.Err, decision.StatusClientClosed)
+		}
+	}
+}
+
+// What a handler that did not answer turns into.
+func TestHandlerFailure(t *testing.T) {
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	bg := context.Background()
+	for _, tc := range []struct {
+		ctx    context.Context
+		err    error
+		status int
+		body   string
+	}{
+		{gone, context.Canceled, decision.StatusClientClosed, "Client closed request"},
+		{bg, engine.ErrTimeout, 504, "Handler timed out"},
+		{bg, fmt.Errorf("waiting for a runtime: %w", engine.ErrTimeout), 504, "Handler timed out"},
+		{bg, engine.ErrBusy, 503, "Too many requests waiting for a handler"},
+		{bg, engine.ErrRecycled, 503, "Handler runtime restarted"},
+		{bg, &engine.HandlerError{Msg: "SECRET in an exception"}, 500, "Handler failed"},
+		{bg, engine.ErrClosed, 500, "Handler failed"},
+	} {
+		r := handlerFailure(tc.ctx, nil, tc.err)
+		b, _ := io.ReadAll(r.Body)
+		if r.StatusCode != tc.status || string(b) != tc.body {
+			t.Errorf("%v: %d %q, want %d %q", tc.err, r.StatusCode, b, tc.status, tc.body)
+		}
+		if tc.status == 503 && r.Header.Get("Retry-After") == "" {
+			t.Errorf("%v: 503 without Retry-After", tc.err)
 		}
 	}
 }

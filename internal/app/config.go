@@ -36,6 +36,10 @@ type Config struct {
 	UpstreamCA     []string // PEM files
 	HandlerTimeout time.Duration
 	Logger         *slog.Logger
+	// Isolates is the number of JS runtimes (0: engine.DefaultSize), and
+	// HandlerQueue how many of one instance's requests may wait for one (0:
+	// engine.DefaultMaxWaiting).
+	Isolates, HandlerQueue int
 
 	// Limits on what clients may hold or send. Zero means the default noted.
 	ReadHeaderTimeout time.Duration // proxy and admin: to send a request's headers; 10s

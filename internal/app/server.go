@@ -145,8 +145,9 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		}
 	}
 	s.reloader, err = reload.New(ctx, reload.Options{
-		Path:    cfg.Script,
-		Pool:    engine.PoolOptions{Timeout: cfg.HandlerTimeout, Fetch: up, Logger: cfg.Logger, MaxBodyBytes: cfg.MaxBodyBytes},
+		Path: cfg.Script,
+		Pool: engine.PoolOptions{Size: cfg.Isolates, MaxWaiting: cfg.HandlerQueue, Timeout: cfg.HandlerTimeout,
+			Fetch: up, Logger: cfg.Logger, MaxBodyBytes: cfg.MaxBodyBytes},
 		Compile: policy.CompilePolicy,
 		EnvFile: envFile,
 		Vars:    cfg.Vars,
