@@ -146,7 +146,7 @@ func runProxyClients(b *testing.B, proxyURL *url.URL, target string) {
 // BenchmarkProxyDownload streams a large body through outbound and through
 // the bare forwarder, alternating, and reports each one's throughput and
 // outbound's ratio to bare. Both read the upstream with their own copy loop;
-// the difference is copyFlushing (buffer size, flushing) against io.Copy.
+// the difference is copyBody (buffer size, flushing) against io.Copy.
 func BenchmarkProxyDownload(b *testing.B) {
 	const size = 64 << 20
 	chunk := make([]byte, 256<<10)

@@ -26,10 +26,15 @@ var (
 	largeBufs = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
 )
 
-// copyFlushing copies body to w, flushing after each write so the sandbox
-// gets every byte as soon as upstream sends it. A read failure is
-// errUpstreamBody; a write failure (the sandbox went away) is returned as is.
-func copyFlushing(w io.Writer, f http.Flusher, body io.Reader) (int64, error) {
+// copyBody copies body to w. With stream set (a body of unknown length, an
+// event stream) it flushes after every write, so the sandbox gets every
+// byte as soon as upstream sends it. Otherwise (length bytes declared) it
+// flushes only when upstream paused mid-body, a short read with more to
+// come: a small response goes out in one write when the handler returns,
+// and a body that trickles still arrives as it comes. A read failure is
+// errUpstreamBody; a write failure (the sandbox went away) is returned as
+// is.
+func copyBody(w io.Writer, f http.Flusher, body io.Reader, length int64, stream bool) (int64, error) {
 	bp, pool := smallBufs.Get().(*[]byte), &smallBufs
 	defer func() { pool.Put(bp) }()
 	buf := *bp
@@ -42,7 +47,7 @@ func copyFlushing(w io.Writer, f http.Flusher, body io.Reader) (int64, error) {
 			if werr != nil {
 				return n, werr
 			}
-			if f != nil {
+			if f != nil && (stream || (nr < len(buf) && n < length)) {
 				f.Flush()
 			}
 			if nr == len(buf) && pool == &smallBufs {

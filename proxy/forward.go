@@ -119,10 +119,11 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, res *http
 	flusher, _ := w.(http.Flusher) // the HTTP/1 and HTTP/2 writers both flush
 	// A stream of unknown length (SSE, chunked) gets its headers now: the
 	// first event may be a long way off.
-	if flusher != nil && (res.ContentLength < 0 || isEventStream(dst)) {
+	stream := res.ContentLength < 0 || isEventStream(dst)
+	if flusher != nil && stream {
 		flusher.Flush()
 	}
-	n, err := copyFlushing(w, flusher, res.Body)
+	n, err := copyBody(w, flusher, res.Body, res.ContentLength, stream)
 	a.bytesOut = n
 	for k, vv := range res.Trailer {
 		if _, announced := dst[k]; !announced {

@@ -164,6 +164,8 @@ type harnessOpts struct {
 	discardLogs bool // benchmarks: format every audit line, keep none; trivial backend
 	noAuditLog  bool // benchmarks: audit lines disabled by level
 	postQuantum bool // Options.InterceptPostQuantum
+	// wrapListener, if set, wraps the proxy's listener (to watch its conns).
+	wrapListener func(net.Listener) net.Listener
 }
 
 const (
@@ -227,6 +229,9 @@ func newHarness(t testing.TB, ho harnessOpts) *harness {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ho.wrapListener != nil {
+		ln = ho.wrapListener(ln)
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() {
