@@ -5,7 +5,7 @@ BIN := bin/outbound
 # on a loaded machine (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: build test vet cross unit examples fuzz-ci fuzz bench bench-go bench-load demo lint soak ui-screenshot clean
+.PHONY: build test vet cross unit examples fuzz-ci fuzz bench bench-go bench-load hey demo lint soak ui-screenshot clean
 
 # Stamp the commit for `outbound version` where git can read the checkout;
 # elsewhere (no .git, or a checkout git calls of dubious ownership) build
@@ -63,8 +63,16 @@ bench: bench-go bench-load
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-bench-load: build
-	$(GO) run ./cmd/outbound-bench -outbound $(BIN) $(BENCHFLAGS)
+# The outside load generator the harness reports beside its own: hey, from
+# the Go module proxy, unless one is on PATH already.
+HEY_MODULE := github.com/rakyll/hey@v0.1.5
+HEY ?= $(shell command -v hey 2>/dev/null || echo $$($(GO) env GOPATH)/bin/hey)
+
+hey:
+	@test -x "$(HEY)" || GOFLAGS= $(GO) install $(HEY_MODULE)
+
+bench-load: build hey
+	$(GO) run ./cmd/outbound-bench -outbound $(BIN) -hey $(HEY) $(BENCHFLAGS)
 
 # Not in CI: 1,000 keep-alive clients over 100 instances for 10 minutes,
 # mixing HTTP, HTTPS, WebSocket and reloads (SOAKFLAGS=-duration 1m for less).

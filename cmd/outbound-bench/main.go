@@ -38,6 +38,7 @@ type options struct {
 	streamBytes                 int64
 	jsonPath, outbound, mitm    string
 	script, addon, logLevel     string
+	hey                         string
 	keep                        bool
 	cpuprofile                  string
 }
@@ -81,6 +82,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.script, "script", "testdata/bench/inject.js", "the credential-injection policy script")
 	fs.StringVar(&o.addon, "addon", "testdata/bench/inject_addon.py", "the equivalent mitmdump addon")
 	fs.StringVar(&o.logLevel, "outbound-log-level", "warn", "outbound's --log-level; at info it writes an audit line per request")
+	fs.StringVar(&o.hey, "hey", "", "the hey binary, the outside load generator of scenarios 1 and 2 (default: hey on PATH or in GOPATH/bin; \"none\" skips it)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the run to `FILE`; outbound then runs inside the harness (its RSS includes the harness)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (proxy logs, scripts) and print its path")
 	long := fs.Bool("long", false, "longer run: 10s cells in 4 rounds, 30 reloads (explicit flags win)")
@@ -148,6 +150,11 @@ func run(ctx context.Context, opts options) (err error) {
 		defer os.RemoveAll(dir)
 	}
 	b := &bench{opts: opts, dir: dir}
+	if opts.hey != "none" {
+		if b.hey, err = findHey(opts.hey); err != nil {
+			return err
+		}
+	}
 	if opts.cpuprofile != "" {
 		f, err := os.Create(opts.cpuprofile)
 		if err != nil {

@@ -24,6 +24,7 @@ type bench struct {
 	baseline *child
 	mitm     *mitm // nil when mitmdump is not installed
 	outbin   string
+	hey      string // the outside load generator; "" when there is none
 	script   []byte // testdata/bench/inject.js
 	started  []interface{ Stop() }
 
@@ -127,6 +128,27 @@ func (b *bench) scenario1(ctx context.Context, s *Scenario) error {
 			s.check("added p99 latency of the handler, conc 1", float64(added)/1e6, ms(added), "< 1 ms", added < time.Millisecond)
 		}
 	}
+	ext, err := b.heyCells(ctx, s, targets[:2])
+	if err != nil {
+		return err
+	}
+	for _, c := range b.opts.concurrency {
+		st, ok := ext[c]
+		if !ok {
+			break
+		}
+		r := st[1].RPS / st[0].RPS
+		s.check(fmt.Sprintf("hey: req/s vs baseline, conc %d", c), r, ratio(r), "≥ 0.8×", r >= 0.8)
+		if st[0].CPUPerReq > 0 && st[1].CPUPerReq > 0 {
+			cr := float64(st[1].CPUPerReq) / float64(st[0].CPUPerReq)
+			s.check(fmt.Sprintf("hey: proxy CPU per request vs baseline, conc %d", c), cr,
+				fmt.Sprintf("%s (%s vs %s)", ratio(cr), us(st[1].CPUPerReq), us(st[0].CPUPerReq)), "≤ 1.3×", cr <= 1.3)
+		}
+		if c == 1 {
+			added := st[1].P99 - st[0].P99
+			s.check("hey: added p99 latency of the handler, conc 1", float64(added)/1e6, ms(added), "< 1 ms", added < time.Millisecond)
+		}
+	}
 	return nil
 }
 
@@ -153,6 +175,18 @@ func (b *bench) scenario2(ctx context.Context, s *Scenario) error {
 	for _, c := range b.opts.concurrency {
 		r := res[c][1].RPS / res[c][0].RPS
 		s.check(fmt.Sprintf("HTTPS req/s vs baseline HTTP, conc %d", c), r, ratio(r), "≥ 0.7×", r >= 0.7)
+	}
+	ext, err := b.heyCells(ctx, s, targets[:2])
+	if err != nil {
+		return err
+	}
+	for _, c := range b.opts.concurrency {
+		st, ok := ext[c]
+		if !ok {
+			break
+		}
+		r := st[1].RPS / st[0].RPS
+		s.check(fmt.Sprintf("hey: HTTPS req/s vs baseline HTTP, conc %d", c), r, ratio(r), "≥ 0.6×", r >= 0.6)
 	}
 	s.note("the load generator's TLS client is HTTP/1.1 and offers X25519 only (what every proxy here accepts), so it does not spend the shared cores on ML-KEM keys the proxy would ignore")
 	s.note("mitmdump is driven at https://127.0.0.1:port (it intercepts any port); outbound intercepts port 443 only, so it maps %s:443 to the upstream with --connect-to", upstreamHost)
