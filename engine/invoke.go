@@ -51,6 +51,8 @@ type invocation struct {
 
 	// Owned by the isolate's loop while begun.
 	promise *goja.Promise // the pending promise the handler returned, if any
+	// I/O its first run left for the caller (isolate.Go); the caller's.
+	callerWork func()
 }
 
 // result is what the caller gets: a response, an error, or a fetch the
@@ -112,6 +114,11 @@ func (inv *invocation) wait() (*http.Response, error) {
 	}
 	if rf := inv.res.fetch; rf != nil {
 		return inv.send(rf)
+	}
+	if inv.res.err != nil && inv.ctx.Err() != nil {
+		// Failed because the caller went away (a fetch it sent itself saw
+		// the context end): say so.
+		return nil, inv.ctx.Err()
 	}
 	return inv.res.resp, inv.res.err
 }

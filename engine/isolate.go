@@ -70,6 +70,9 @@ type isolate struct {
 	// when the job returns.
 	fatal      error
 	fatalScope *jsapi.Scope
+	// The invocation whose first run its own caller is running; its first
+	// I/O is left for that caller to do once it lets the isolate go.
+	inlineStart *invocation
 }
 
 // newIsolate builds a runtime, evaluates the program in it and reads its
@@ -181,6 +184,19 @@ func (iso *isolate) Post(s *jsapi.Scope, fn func()) bool {
 	iso.jobs.push(s.Instance(), fn)
 	pl.mu.Unlock()
 	return true
+}
+
+// Go runs the I/O of a Web API call (jsapi.Loop). The first I/O of an
+// invocation whose caller is running its first job is left to that
+// caller, which would otherwise only wait: it sends the request and runs
+// the continuation itself, and no goroutine is started or woken for it.
+// Anything else gets a goroutine of its own.
+func (iso *isolate) Go(s *jsapi.Scope, work func()) {
+	if inv := iso.inlineStart; inv != nil && inv.callerWork == nil && s.Owner() == any(inv) {
+		inv.callerWork = work
+		return
+	}
+	go work()
 }
 
 // postLocked queues a job for key with pl.mu held, and gets the runner going

@@ -292,8 +292,14 @@ func (pl *Pool) Invoke(ctx context.Context, c Call) (*http.Response, error) {
 	}
 	pl.mu.Unlock()
 	if iso != nil {
+		iso.inlineStart = inv
 		iso.runStart(inv)
+		iso.inlineStart = nil
 		iso.release()
+		if w := inv.callerWork; w != nil {
+			inv.callerWork = nil
+			w()
+		}
 	}
 	return inv.wait()
 }

@@ -252,7 +252,7 @@ func (r *Realm) start(f *fetchCall) {
 	s := f.s
 	rt := r.cfg.Fetch
 	r.bg.Add(1)
-	go func() {
+	r.loop.Go(s, func() {
 		defer r.bg.Done()
 		var resp *http.Response
 		var redirected bool
@@ -289,7 +289,7 @@ func (r *Realm) start(f *fetchCall) {
 			_ = resp.Body.Close()
 			f.cancel()
 		}
-	}()
+	})
 }
 
 // roundTrip sends req, following redirects when mode is "follow" the way

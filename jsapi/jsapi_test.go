@@ -87,6 +87,8 @@ func newTestLoop() *testLoop {
 
 func (l *testLoop) Post(s *Scope, fn func()) bool { return l.run(fn) }
 
+func (l *testLoop) Go(s *Scope, work func()) { go work() }
+
 func (l *testLoop) run(fn func()) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
