@@ -7,16 +7,15 @@ package engine
 type fairQueue[T any] struct {
 	lanes map[string]*lane[T]
 	head  *lane[T] // the lane popped next; lanes form a ring
-	tail  *lane[T] // the lane before head
 	n     int
 	spare *lane[T] // one emptied lane kept to spare an allocation
 }
 
 type lane[T any] struct {
-	key   string
-	items []T
-	off   int // items[off:] are waiting
-	next  *lane[T]
+	key        string
+	items      []T
+	off        int // items[off:] are waiting
+	next, prev *lane[T]
 }
 
 // len is the number of items waiting.
@@ -67,12 +66,12 @@ func (q *fairQueue[T]) lane(key string) *lane[T] {
 	l.key = key
 	q.lanes[key] = l
 	if q.head == nil {
-		l.next = l
-		q.head, q.tail = l, l
-	} else {
-		l.next = q.head
-		q.tail.next = l
-		q.tail = l
+		l.next, l.prev = l, l
+		q.head = l
+	} else { // last in the round: just before head
+		l.next, l.prev = q.head, q.head.prev
+		l.prev.next = l
+		q.head.prev = l
 	}
 	return l
 }
@@ -89,29 +88,60 @@ func (q *fairQueue[T]) pop() (T, bool) {
 	l.items[l.off] = zero
 	l.off++
 	q.n--
-	if l.off < len(l.items) {
-		if l.off >= 32 && 2*l.off >= len(l.items) {
-			// A lane that never empties would otherwise grow forever.
-			n := copy(l.items, l.items[l.off:])
-			clear(l.items[n:])
-			l.items, l.off = l.items[:n], 0
-		}
-		q.tail, q.head = l, l.next
+	if l.off == len(l.items) {
+		q.unlink(l)
 		return v, true
 	}
-	// The lane is empty: take it out of the ring.
+	if l.off >= 32 && 2*l.off >= len(l.items) {
+		// A lane that never empties would otherwise grow forever.
+		n := copy(l.items, l.items[l.off:])
+		clear(l.items[n:])
+		l.items, l.off = l.items[:n], 0
+	}
+	q.head = l.next
+	return v, true
+}
+
+// remove takes the first item of key's lane that match accepts out of it,
+// keeping the order of the rest, and reports whether there was one. It
+// costs the lane's length.
+func (q *fairQueue[T]) remove(key string, match func(T) bool) bool {
+	l := q.lanes[key]
+	if l == nil {
+		return false
+	}
+	for i := l.off; i < len(l.items); i++ {
+		if !match(l.items[i]) {
+			continue
+		}
+		copy(l.items[l.off+1:i+1], l.items[l.off:i])
+		var zero T
+		l.items[l.off] = zero
+		l.off++
+		q.n--
+		if l.off == len(l.items) {
+			q.unlink(l)
+		}
+		return true
+	}
+	return false
+}
+
+// unlink takes an emptied lane out of the ring and the map.
+func (q *fairQueue[T]) unlink(l *lane[T]) {
 	delete(q.lanes, l.key)
 	if l.next == l {
-		q.head, q.tail = nil, nil
+		q.head = nil
 	} else {
-		q.tail.next = l.next
-		q.head = l.next
+		l.prev.next, l.next.prev = l.next, l.prev
+		if q.head == l {
+			q.head = l.next
+		}
 	}
 	if cap(l.items) <= 64 {
-		l.items, l.off, l.next, l.key = l.items[:0], 0, nil, ""
+		l.items, l.off, l.next, l.prev, l.key = l.items[:0], 0, nil, nil, ""
 		q.spare = l
 	}
-	return v, true
 }
 
 // drain removes every item, calling f on each.

@@ -39,6 +39,19 @@ func TestFairQueueTakesTurns(t *testing.T) {
 	if got, want := popAll(&q), []string{"a0", "b0", "c0", "a1"}; !slices.Equal(got, want) {
 		t.Fatalf("order %v, want %v", got, want)
 	}
+	// remove keeps the order of the rest and the turn.
+	for _, v := range []string{"a0", "a1", "a2"} {
+		q.push("a", v)
+	}
+	q.push("b", "b0")
+	q.push("c", "c0")
+	is := func(v string) func(string) bool { return func(x string) bool { return x == v } }
+	if !q.remove("a", is("a1")) || !q.remove("b", is("b0")) || q.remove("b", is("b0")) || q.remove("x", is("x")) {
+		t.Fatal("remove reported wrongly")
+	}
+	if got, want := popAll(&q), []string{"a0", "c0", "a2"}; !slices.Equal(got, want) || q.laneLen("b") != 0 {
+		t.Fatalf("order after remove %v, want %v", got, want)
+	}
 }
 
 // A lane that never empties does not grow without bound.
@@ -72,7 +85,26 @@ func FuzzFairQueue(f *testing.F) {
 		for i, op := range ops {
 			k := string(rune('a' + op%4))
 			switch op >> 6 {
-			case 0, 1:
+			case 0:
+				if op&0x20 != 0 { // remove the oldest of k
+					if len(items[k]) == 0 {
+						if q.remove(k, func(int) bool { return true }) {
+							t.Fatal("removed from an empty lane")
+						}
+						continue
+					}
+					want := items[k][0]
+					items[k] = items[k][1:]
+					if len(items[k]) == 0 {
+						order = slices.DeleteFunc(order, func(x string) bool { return x == k })
+					}
+					if !q.remove(k, func(v int) bool { return v == want }) {
+						t.Fatalf("op %d: %d not removed", i, want)
+					}
+					continue
+				}
+				fallthrough
+			case 1:
 				join(k)
 				items[k] = append(items[k], i)
 				q.push(k, i)

@@ -27,7 +27,7 @@ const (
 	stQueued    // waiting for a runtime
 	stBegun     // running or suspended on inv.iso
 	stEnded     // its scope has ended; a returned fetch may still be in flight
-	stAbandoned // answered while queued; skipped when popped
+	stAbandoned // answered while queued, and taken out of the queue
 )
 
 type invocation struct {
@@ -135,11 +135,17 @@ func (inv *invocation) cancel(err error) {
 	}
 	switch inv.state {
 	case stQueued:
-		inv.state = stAbandoned
+		inv.unqueueLocked()
 		inv.timer.Stop()
 	case stBegun:
 		inv.stopLocked()
 	}
+}
+
+// unqueueLocked takes a waiting invocation out of the queue. pl.mu held.
+func (inv *invocation) unqueueLocked() {
+	inv.state = stAbandoned
+	inv.pl.waiting.remove(inv.key, func(x *invocation) bool { return x == inv })
 }
 
 // stopLocked ends a begun invocation whose caller has its answer: none of
@@ -162,7 +168,7 @@ func (inv *invocation) expire() {
 	defer pl.mu.Unlock()
 	switch inv.state {
 	case stQueued:
-		inv.state = stAbandoned
+		inv.unqueueLocked()
 		inv.answerLocked(result{err: fmt.Errorf("waiting for a runtime: %w", ErrTimeout)})
 	case stBegun:
 		inv.expired = true

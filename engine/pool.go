@@ -222,18 +222,10 @@ func (pl *Pool) takeIdle() *isolate {
 	return iso
 }
 
-// nextWaiting pops the next waiting invocation that is still waiting.
-// pl.mu held.
+// nextWaiting pops the next waiting invocation, or nil. pl.mu held.
 func (pl *Pool) nextWaiting() *invocation {
-	for {
-		inv, ok := pl.waiting.pop()
-		if !ok {
-			return nil
-		}
-		if inv.state == stQueued {
-			return inv
-		}
-	}
+	inv, _ := pl.waiting.pop()
+	return inv
 }
 
 // retry queues inv, whose isolate was retired before it did any I/O, to
@@ -289,6 +281,11 @@ func (pl *Pool) Invoke(ctx context.Context, c Call) (*http.Response, error) {
 	default:
 		inv.state = stQueued
 		pl.waiting.push(inv.key, inv)
+		// No runtime is idle while others wait; should one be, it must
+		// not stay idle.
+		if idle := pl.takeIdle(); idle != nil {
+			idle.signal()
+		}
 	}
 	pl.mu.Unlock()
 	if iso != nil {
