@@ -34,7 +34,11 @@ const (
 	DefaultResponseHeaderTimeout = 120 * time.Second // slow APIs (LLMs) answer late
 	DefaultIdleConnTimeout       = 90 * time.Second
 	DefaultMaxIdleConns          = 1024
-	DefaultMaxIdleConnsPerHost   = 64
+	// Handlers send their fetches concurrently, as many as there are
+	// requests in flight: with fewer idle connections kept per host than
+	// that, a busy host's connections are closed after each answer and
+	// dialled again, a TLS handshake each time.
+	DefaultMaxIdleConnsPerHost = 256
 )
 
 // Options configure a Transport.
