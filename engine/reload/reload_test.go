@@ -480,7 +480,8 @@ func TestEnvRotation(t *testing.T) {
 	}
 
 	// A broken env file keeps the last good env and names only the line.
-	write(t, envFile, "API_TOKEN="+newSecret+"\nbroken "+gone+"\n")
+	// (Saved whole: a file caught half written is just another valid env.)
+	renameSave(t, envFile, "API_TOKEN="+newSecret+"\nbroken "+gone+"\n")
 	waitFor(t, "the env error", func() bool { return h.r.Status().EnvErr != nil })
 	if err := h.r.Status().EnvErr; !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("env error %q lacks the line", err)
@@ -677,6 +678,9 @@ func TestRewritesUnderLoad(t *testing.T) {
 	for v := 1; v <= rewrites; v++ {
 		time.Sleep(testDebounce + 20*time.Millisecond)
 		write(t, p, versioned(t, v))
+		// On a busy machine loads can lag behind the writes and merge
+		// them; wait for this one, so that every rewrite is a reload.
+		waitFor(t, fmt.Sprintf("generation %d", v+1), func() bool { return h.r.Status().Generation >= v+1 })
 	}
 	want := fmt.Sprintf("%d:%d", rewrites, rewrites)
 	waitFor(t, "the last version", func() bool {
