@@ -55,77 +55,23 @@ func testUpstream(t *testing.T) *httptest.Server {
 	return srv
 }
 
-// testLoop runs posted jobs in order on one goroutine.
-type testLoop struct {
-	mu     sync.Mutex
-	jobs   []func()
-	wake   chan struct{}
-	closed bool
-	done   chan struct{}
-}
-
-func newTestLoop() *testLoop {
-	l := &testLoop{wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		for range l.wake {
-			for {
-				l.mu.Lock()
-				if len(l.jobs) == 0 {
-					l.mu.Unlock()
-					break
-				}
-				j := l.jobs[0]
-				l.jobs = l.jobs[1:]
-				l.mu.Unlock()
-				j()
-			}
-		}
-	}()
-	return l
-}
-
-func (l *testLoop) Post(s *Scope, fn func()) bool { return l.run(fn) }
-
-func (l *testLoop) Go(s *Scope, work func()) { go work() }
-
-func (l *testLoop) run(fn func()) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return false
-	}
-	l.jobs = append(l.jobs, fn)
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-func (l *testLoop) stop() {
-	l.mu.Lock()
-	l.closed = true
-	close(l.wake)
-	l.mu.Unlock()
-	<-l.done
-}
-
 // harness runs JS on a loop, one call at a time.
 type harness struct {
-	loop  *testLoop
+	loop  *SerialLoop
 	realm *Realm
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
 	t.Helper()
-	loop := newTestLoop()
+	loop := NewSerialLoop()
 	r, err := Install(NewRuntime(), loop, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	loop.Start()
 	t.Cleanup(func() {
-		loop.stop()
+		loop.Stop()
+		<-loop.Done()
 		r.Wait()
 	})
 	return &harness{loop: loop, realm: r}
@@ -134,7 +80,7 @@ func newHarness(t testing.TB, cfg Config) *harness {
 // do runs f on the loop and waits for it.
 func (h *harness) do(f func(vm *goja.Runtime)) {
 	done := make(chan struct{})
-	h.loop.run(func() { defer close(done); f(h.realm.VM()) })
+	h.loop.Run(func() { defer close(done); f(h.realm.VM()) })
 	<-done
 }
 
@@ -256,9 +202,7 @@ func TestWebAPIs(t *testing.T) {
 }
 
 func TestInstallNeedsFetch(t *testing.T) {
-	l := newTestLoop()
-	defer l.stop()
-	if _, err := Install(NewRuntime(), l, Config{}); err == nil {
+	if _, err := Install(NewRuntime(), NewSerialLoop(), Config{}); err == nil {
 		t.Fatal("Install without Fetch succeeded")
 	}
 }

@@ -307,7 +307,7 @@ func (s *session) dispatchJS(call goja.FunctionCall) goja.Value {
 		defer s.f.bg.Done()
 		d, err := s.f.dispatch(ctx, tr, st, req, fl)
 		tr.finish(fl)
-		ok := s.loop.RunOnLoop(func(vm *goja.Runtime) {
+		ok := s.onLoop(tr, func() {
 			if tr.ended {
 				if d != nil {
 					closeUnsent(d.resp)

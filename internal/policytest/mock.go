@@ -56,7 +56,7 @@ func (router) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	s := ci.tr.sess
 	ch := make(chan answer, 1)
-	if !s.loop.RunOnLoop(func(*goja.Runtime) { s.answer(ci, req, body, ch) }) {
+	if !s.onLoop(ci.tr, func() { s.answer(ci, req, body, ch) }) {
 		return nil, errSessionClosed
 	}
 	select {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/dop251/goja"
-	"github.com/dop251/goja_nodejs/eventloop"
 
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/jsapi"
@@ -33,7 +32,7 @@ type testCase struct {
 type session struct {
 	f      *fileRun
 	bundle *engine.Bundle
-	loop   *eventloop.EventLoop
+	loop   *jsapi.SerialLoop
 	vm     *goja.Runtime
 	realm  *jsapi.Realm
 
@@ -56,8 +55,8 @@ var (
 // the session's loop.
 func (f *fileRun) newSession(b *engine.Bundle, prg *goja.Program) (*session, error) {
 	s := &session{f: f, bundle: b, dead: make(chan struct{}), ended: make(chan struct{})}
-	s.loop = jsapi.NewLoop()
-	s.loop.Run(func(v *goja.Runtime) { s.vm = v }) // borrow the runtime; the loop is idle
+	s.loop = jsapi.NewSerialLoop() // idle until Start: the runtime is ours meanwhile
+	s.vm = jsapi.NewRuntime()
 	realm, err := jsapi.Install(s.vm, s.loop, jsapi.Config{
 		Fetch:  f.router,
 		Logger: slog.New(&captureHandler{current: f.current, dir: f.r.opts.Dir}),
@@ -68,13 +67,15 @@ func (f *fileRun) newSession(b *engine.Bundle, prg *goja.Program) (*session, err
 	s.realm = realm
 	s.installNatives()
 
-	realm.Begin(context.Background(), nil, "", "")
+	sc := realm.Begin(context.Background(), nil, "", "", nil)
+	realm.Enter(sc)
 	s.registering = true
 	t := time.AfterFunc(f.timeout, func() { s.vm.Interrupt(errEvalTimeout) })
 	_, err = s.vm.RunProgram(prg)
 	inTime := t.Stop()
 	s.registering = false
-	realm.End(nil)
+	realm.End(sc, nil)
+	realm.Leave()
 	if !inTime {
 		return nil, fmt.Errorf("evaluating the test file did not finish within %s", f.timeout)
 	}
@@ -85,13 +86,25 @@ func (f *fileRun) newSession(b *engine.Bundle, prg *goja.Program) (*session, err
 		}
 		return nil, fmt.Errorf("evaluating the test file: %w", err)
 	}
+	s.loop.Start()
 	go func() {
 		defer close(s.ended)
-		s.loop.StartInForeground()
-		s.loop.Terminate()
+		<-s.loop.Done()
 		s.realm.Wait()
 	}()
 	return s, nil
+}
+
+// onLoop runs fn on the loop, in tr's scope while the test runs: JS that
+// fn calls is the test's (its console lines, its fetches).
+func (s *session) onLoop(tr *testRun, fn func()) bool {
+	return s.loop.Run(func() {
+		if sc := tr.scope; sc != nil && !sc.Ended() {
+			s.realm.Enter(sc)
+			defer s.realm.Leave()
+		}
+		fn()
+	})
 }
 
 // close ends the session: running JS is interrupted, waiting requests are
@@ -100,8 +113,7 @@ func (s *session) close() {
 	s.closeOnce.Do(func() {
 		close(s.dead)
 		s.vm.Interrupt(errSessionClosed)
-		s.loop.StopNoWait()
-		s.loop.RunOnLoop(func(*goja.Runtime) { s.loop.StopNoWait() })
+		s.loop.Stop()
 	})
 	<-s.ended
 }
@@ -267,7 +279,7 @@ func (s *session) run(tc *testCase) *result {
 	s.f.cur.Store(tr)
 	defer s.f.cur.Store(nil)
 	start := time.Now()
-	started := s.loop.RunOnLoop(func(*goja.Runtime) { s.start(tr) })
+	started := s.loop.Run(func() { s.start(tr) })
 	timer := time.NewTimer(s.f.timeout)
 	defer timer.Stop()
 	finished := false
@@ -281,7 +293,7 @@ func (s *session) run(tc *testCase) *result {
 	tr.cancel()
 	if finished {
 		end := make(chan struct{})
-		if s.loop.RunOnLoop(func(*goja.Runtime) { s.end(tr); close(end) }) {
+		if s.loop.Run(func() { s.end(tr); close(end) }) {
 			select {
 			case <-end:
 			case <-s.ended:
@@ -303,7 +315,9 @@ func (s *session) run(tc *testCase) *result {
 // start calls the test function on the loop.
 func (s *session) start(tr *testRun) {
 	s.cur = tr
-	s.realm.Begin(tr.ctx, tr.logger, "", "")
+	tr.scope = s.realm.Begin(tr.ctx, tr.logger, "", "", tr)
+	s.realm.Enter(tr.scope)
+	defer s.realm.Leave()
 	v, err := tr.tc.fn(goja.Undefined())
 	if err != nil {
 		var ie *goja.InterruptedError
@@ -334,7 +348,7 @@ func (s *session) end(tr *testRun) {
 	if s.cur == tr {
 		s.cur = nil
 	}
-	s.realm.End(nil)
+	s.realm.End(tr.scope, nil)
 	for _, r := range tr.resps {
 		_ = r.Body.Close()
 	}

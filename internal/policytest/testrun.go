@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/dop251/goja"
+
+	"github.com/outbound-dev/outbound/jsapi"
 )
 
 var typePromise = reflect.TypeFor[*goja.Promise]()
@@ -27,6 +29,7 @@ type testRun struct {
 	done   chan struct{}
 
 	// Loop-owned.
+	scope   *jsapi.Scope // the realm's scope of the test, once started
 	mocks   []*mock
 	settled bool
 	ended   bool
