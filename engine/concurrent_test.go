@@ -439,3 +439,37 @@ func TestWaitingIsBoundedPerInstance(t *testing.T) {
 		}
 	}
 }
+
+// blockingBody is an upload that never ends until closed.
+type blockingBody struct{ done chan struct{} }
+
+func (b *blockingBody) Read([]byte) (int, error) { <-b.done; return 0, io.ErrUnexpectedEOF }
+func (b *blockingBody) Close() error             { return nil }
+
+// The first I/O of an invocation, which its caller may do itself, never
+// holds the answer past the timeout: neither a fetch the upstream does not
+// answer nor a read of an upload that does not come.
+func TestFirstIOEndsAtTimeout(t *testing.T) {
+	g := newGate(t)
+	pl := newPool(t, "concurrent.js", PoolOptions{Size: 1, Timeout: 300 * time.Millisecond, Fetch: newTransport(t)})
+	body := &blockingBody{done: make(chan struct{})}
+	t.Cleanup(func() { close(body.done) })
+	upload := httptest.NewRequest("POST", "http://x.test/", nil)
+	upload.Body = body
+	for _, c := range []Call{
+		named("gate", "A", 0, httptest.NewRequest("GET", g.URL+"/never", nil)),
+		named("readBody", "A", 0, upload),
+	} {
+		got := invokeAsync(pl, context.Background(), c)
+		select {
+		case s := <-got:
+			if !strings.Contains(s, ErrTimeout.Error()) {
+				t.Fatalf("%s: %s, want a timeout", c.Handler.Key, s)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: no answer long after the timeout", c.Handler.Key)
+		}
+	}
+	waitFor(t, "the fetch to be aborted", func() bool { return g.wasCancelled("/never") })
+	mustBody(t, pl, named("fast", "A", 0, nil), "fast")
+}

@@ -186,10 +186,11 @@ func (iso *isolate) Post(s *jsapi.Scope, fn func()) bool {
 	return true
 }
 
-// Go runs the I/O of a Web API call (jsapi.Loop). The first I/O of an
+// Go runs the network I/O of a fetch (jsapi.Loop). The first fetch of an
 // invocation whose caller is running its first job is left to that
 // caller, which would otherwise only wait: it sends the request and runs
 // the continuation itself, and no goroutine is started or woken for it.
+// (A fetch ends when the invocation does, which its timeout ensures.)
 // Anything else gets a goroutine of its own.
 func (iso *isolate) Go(s *jsapi.Scope, work func()) {
 	if inv := iso.inlineStart; inv != nil && inv.callerWork == nil && s.Owner() == any(inv) {

@@ -295,7 +295,14 @@ func (pl *Pool) Invoke(ctx context.Context, c Call) (*http.Response, error) {
 		iso.release()
 		if w := inv.callerWork; w != nil {
 			inv.callerWork = nil
-			w()
+			pl.mu.Lock()
+			answered := inv.answered
+			pl.mu.Unlock()
+			if answered {
+				go w() // its runtime crashed: answer now, let the fetch wind down
+			} else {
+				w()
+			}
 		}
 	}
 	return inv.wait()

@@ -180,7 +180,7 @@ func (r *Realm) goAsync(work func() (any, error), settle func(v any, err error) 
 	s.touched = true
 	p, resolve, reject := r.vm.NewPromise()
 	r.bg.Add(1)
-	r.loop.Go(s, func() {
+	go func() {
 		defer r.bg.Done()
 		var v any
 		err := recovered(r.cfg.Logger, "a Web API's I/O", func() (err error) {
@@ -196,7 +196,7 @@ func (r *Realm) goAsync(work func() (any, error), settle func(v any, err error) 
 			}
 			r.uncatchable(resolve(out))
 		}, nil)
-	})
+	}()
 	return r.vm.ToValue(p)
 }
 

@@ -22,9 +22,10 @@ type Loop interface {
 	// may run fn before it returns when the runtime is idle. It reports false
 	// if the runtime has been retired: fn will never run.
 	Post(s *Scope, fn func()) bool
-	// Go runs work, the I/O of a Web API call of scope s (which ends by
+	// Go runs work, the network I/O of a fetch of scope s (which ends by
 	// posting its result), on a goroutine other than the loop's: a new
-	// one, or one that would otherwise only wait for s. Called on the loop.
+	// one, or one that would otherwise only wait for s. The work ends soon
+	// after s does: End cancels its context. Called on the loop.
 	Go(s *Scope, work func())
 }
 

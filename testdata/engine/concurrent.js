@@ -36,6 +36,9 @@ export default {
       const up = await fetch(request);
       return new Response("gate " + (await up.text()));
     },
+    async readBody(request) {
+      return new Response(String((await request.text()).length));
+    },
     hog(request, env, ctx) {
       spin(ctx.params.ms);
       return new Response("hog");
