@@ -8,8 +8,12 @@ type fairQueue[T any] struct {
 	lanes map[string]*lane[T]
 	head  *lane[T] // the lane popped next; lanes form a ring
 	n     int
-	spare *lane[T] // one emptied lane kept to spare an allocation
+	spare []*lane[T] // emptied lanes kept to spare allocations
 }
+
+// maxSpareLanes bounds the emptied lanes a queue keeps: with many
+// instances each waiting once, every push would otherwise allocate one.
+const maxSpareLanes = 64
 
 type lane[T any] struct {
 	key        string
@@ -58,9 +62,10 @@ func (q *fairQueue[T]) lane(key string) *lane[T] {
 	if q.lanes == nil {
 		q.lanes = make(map[string]*lane[T])
 	}
-	l := q.spare
-	q.spare = nil
-	if l == nil {
+	var l *lane[T]
+	if n := len(q.spare); n > 0 {
+		l, q.spare = q.spare[n-1], q.spare[:n-1]
+	} else {
 		l = &lane[T]{}
 	}
 	l.key = key
@@ -138,9 +143,9 @@ func (q *fairQueue[T]) unlink(l *lane[T]) {
 			q.head = l.next
 		}
 	}
-	if cap(l.items) <= 64 {
+	if cap(l.items) <= 64 && len(q.spare) < maxSpareLanes {
 		l.items, l.off, l.next, l.prev, l.key = l.items[:0], 0, nil, nil, ""
-		q.spare = l
+		q.spare = append(q.spare, l)
 	}
 }
 

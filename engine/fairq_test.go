@@ -141,3 +141,20 @@ func FuzzFairQueue(f *testing.F) {
 		}
 	})
 }
+
+// A queue serving many instances, each with one item waiting at a time,
+// as the pool's waiting queue does under load from many sandboxes.
+func BenchmarkFairQueueManyKeys(b *testing.B) {
+	var q fairQueue[int]
+	keys := make([]string, 10000)
+	for i := range keys {
+		keys[i] = fmt.Sprint("sbx-", i)
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		q.push(keys[i%len(keys)], i)
+		if q.len() > 32 {
+			q.pop()
+		}
+	}
+}
