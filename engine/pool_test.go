@@ -322,13 +322,8 @@ func TestAsyncHandler(t *testing.T) {
 }
 
 func TestInvocationLifecycle(t *testing.T) {
-	logs := &bytes.Buffer{}
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logs.Write(p)
-	}), nil))
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 	}))
@@ -356,9 +351,7 @@ func TestInvocationLifecycle(t *testing.T) {
 	if got := inv("log"); got != "logged" { // served by a replacement runtime
 		t.Errorf("after overflow: %q", got)
 	}
-	mu.Lock()
 	out := logs.String()
-	mu.Unlock()
 	if !strings.Contains(out, "msg=\"from sbx-1\"") || !strings.Contains(out, "instance=sbx-1") || !strings.Contains(out, "class=default") {
 		t.Errorf("console log record missing attrs: %s", out)
 	}
@@ -375,10 +368,6 @@ func TestInvocationLifecycle(t *testing.T) {
 		t.Errorf("after cancel: %q", got)
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestCloseWaitsForInFlight(t *testing.T) {
 	arrived := make(chan struct{})

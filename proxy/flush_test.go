@@ -65,9 +65,9 @@ func TestSmallResponseIsOneWrite(t *testing.T) {
 	}
 }
 
-// Bodies that need it reach the sandbox as they come: an event stream, a
-// chunked body of unknown length, and a body with a length whose upstream
-// pauses halfway.
+// Bodies that need it reach the sandbox as they come, not when the
+// upstream finishes: an event stream, a chunked body of unknown length, and
+// a body with a length whose upstream pauses halfway.
 func TestStreamsAreFlushedAsTheyCome(t *testing.T) {
 	for _, tc := range []struct {
 		name, ctype string

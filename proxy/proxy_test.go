@@ -291,54 +291,6 @@ func TestHopByHopStripped(t *testing.T) {
 	res.Body.Close()
 }
 
-func TestSSEStreamsIncrementally(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
-	release := make(chan struct{})
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: one\n\n")
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		io.WriteString(w, "data: two\n\n")
-	}))
-	t.Cleanup(up.Close)
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
-	res, err := h.client("a", tokenA, "a").Get(up.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	buf := make([]byte, 64)
-	got := make(chan string, 1)
-	go func() {
-		n, _ := io.ReadAtLeast(res.Body, buf, len("data: one\n\n"))
-		got <- string(buf[:n])
-	}()
-	select {
-	case s := <-got:
-		if s != "data: one\n\n" {
-			t.Fatalf("first event %q", s)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the first event did not arrive before upstream finished: the proxy buffers")
-	}
-	close(release)
-	rest, _ := io.ReadAll(res.Body)
-	if string(rest) != "data: two\n\n" {
-		t.Fatalf("rest %q", rest)
-	}
-}
-
 func TestUpstreamBodyFailureTruncates(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {

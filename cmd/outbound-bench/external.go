@@ -188,30 +188,16 @@ func mergeHey(runs []Stats) Stats {
 
 // InterleaveHey is Interleave with hey as the load generator.
 func InterleaveHey(ctx context.Context, bin string, targets []Target, conc, rounds int, warmup, dur time.Duration) ([]Stats, error) {
-	runs := make([][]Stats, len(targets))
-	for range rounds {
-		for i, t := range targets {
-			s, err := heyRun(ctx, bin, t, conc, warmup, dur/time.Duration(rounds))
-			if err != nil {
-				return nil, err
-			}
-			if t.PID != 0 {
-				settle(ctx, t.PID)
-			}
-			runs[i] = append(runs[i], s)
-		}
-	}
-	out := make([]Stats, len(targets))
-	for i := range runs {
-		out[i] = mergeHey(runs[i])
-	}
-	return out, ctx.Err()
+	return interleave(ctx, targets, rounds, func(t Target) (Stats, error) {
+		return heyRun(ctx, bin, t, conc, warmup, dur/time.Duration(rounds))
+	}, mergeHey)
 }
 
 // heyCells measures targets with hey at every concurrency level, adds the
-// rows (named "hey: …") and returns the stats by concurrency. It returns
+// rows (named "hey: …"), checks targets[1]'s req/s against targets[0]'s
+// (what, at least want×), and returns the stats by concurrency. It returns
 // nil when no hey is available, after noting so.
-func (b *bench) heyCells(ctx context.Context, s *Scenario, targets []Target) (map[int][]Stats, error) {
+func (b *bench) heyCells(ctx context.Context, s *Scenario, targets []Target, what string, want float64) (map[int][]Stats, error) {
 	if b.hey == "" {
 		s.note("no outside load generator: hey not found (make bench installs it: go install %s)", heyVersion)
 		return nil, nil
@@ -229,6 +215,8 @@ func (b *bench) heyCells(ctx context.Context, s *Scenario, targets []Target) (ma
 		}
 		s.addRows(named, c, stats, 0)
 		out[c] = stats
+		r := stats[1].RPS / stats[0].RPS
+		s.check(fmt.Sprintf("hey: %s, conc %d", what, c), r, ratio(r), fmt.Sprintf("≥ %.1f×", want), r >= want)
 	}
 	s.note("rows marked hey: the same targets driven by hey (%s), interleaved the same way; hey prints percentiles only, so their p50 is the median round's and their p99 the worst round's", heyVersion)
 	return out, nil

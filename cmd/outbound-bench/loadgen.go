@@ -339,10 +339,18 @@ func settle(ctx context.Context, pid int) {
 // that noise from the shared machine falls on all of them alike. Each
 // target's share of the time is dur, split over the rounds.
 func Interleave(ctx context.Context, targets []Target, conc, rounds int, warmup, dur time.Duration) ([]Stats, error) {
+	return interleave(ctx, targets, rounds, func(t Target) (Stats, error) {
+		return Run(ctx, t, conc, warmup, dur/time.Duration(rounds))
+	}, func(runs []Stats) Stats { return Merge(runs...) })
+}
+
+// interleave runs every target in turn, rounds times, letting each proxy
+// settle after its run, and merges each target's runs.
+func interleave(ctx context.Context, targets []Target, rounds int, run func(Target) (Stats, error), merge func([]Stats) Stats) ([]Stats, error) {
 	runs := make([][]Stats, len(targets))
 	for range rounds {
 		for i, t := range targets {
-			s, err := Run(ctx, t, conc, warmup, dur/time.Duration(rounds))
+			s, err := run(t)
 			if err != nil {
 				return nil, err
 			}
@@ -354,7 +362,7 @@ func Interleave(ctx context.Context, targets []Target, conc, rounds int, warmup,
 	}
 	out := make([]Stats, len(targets))
 	for i := range runs {
-		out[i] = Merge(runs[i]...)
+		out[i] = merge(runs[i])
 	}
 	return out, ctx.Err()
 }
