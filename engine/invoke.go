@@ -98,8 +98,8 @@ func (inv *invocation) end(resp *http.Response, err error, rf *jsapi.ReturnedFet
 			rf.Cancel()
 		}
 	}
-	if rf == nil {
-		inv.timer.Stop()
+	if rf == nil || !taken {
+		inv.timer.Stop() // else it bounds the returned fetch, which the caller sends
 	}
 }
 
