@@ -328,11 +328,11 @@ func (s *App) storeHealth() store.Health {
 // Advertise is the proxy address in proxy_url: this replica's home.
 func (s *App) Advertise() string { return s.advertise }
 
-// newUpstream builds the guard and the shared upstream transport. Addresses
-// the operator named in --resolve and --connect-to are opted in, since the
-// operator chose them and the sandbox cannot.
+// newUpstream builds the guard and the shared upstream transport. A
+// --resolve or --connect-to mapping to an IP address opts in that mapping's
+// own dial only (see package upstream): the address is not opened to any
+// other name, literal or port.
 func newUpstream(cfg Config, pm *proxy.Metrics) (*netguard.Guard, *upstream.Transport, error) {
-	allow := append([]netip.Prefix(nil), cfg.AllowNets...)
 	var resolve, connectTo []upstream.Override
 	for _, r := range cfg.Resolve {
 		o, err := upstream.ParseResolve(r)
@@ -348,12 +348,7 @@ func newUpstream(cfg Config, pm *proxy.Metrics) (*netguard.Guard, *upstream.Tran
 		}
 		connectTo = append(connectTo, o)
 	}
-	for _, o := range append(append([]upstream.Override(nil), resolve...), connectTo...) {
-		if ip, err := netip.ParseAddr(o.Addr); err == nil {
-			allow = append(allow, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
-		}
-	}
-	guard := netguard.New(netguard.Options{AllowPrivate: cfg.AllowPrivate, Allow: allow})
+	guard := netguard.New(netguard.Options{AllowPrivate: cfg.AllowPrivate, Allow: cfg.AllowNets})
 	var pems [][]byte
 	for _, f := range cfg.UpstreamCA {
 		b, err := os.ReadFile(f)

@@ -158,6 +158,34 @@ func (g *Guard) Control(network, address string, _ syscall.RawConn) error {
 	return g.Check(ap)
 }
 
+// ControlAllowing is Control with an operator's opt-in for one dial: the
+// addresses in allow pass even when they are not public (a --resolve or
+// --connect-to mapping names them), except the proxy's own. Any other
+// address is checked as by Control. Use it only on the dialer of that
+// mapping, so the opt-in never reaches another name, literal or port.
+func (g *Guard) ControlAllowing(allow ...netip.AddrPort) func(network, address string, c syscall.RawConn) error {
+	want := make([]netip.AddrPort, len(allow))
+	for i, a := range allow {
+		want[i] = netip.AddrPortFrom(a.Addr().Unmap().WithZone(""), a.Port())
+	}
+	return func(network, address string, c syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return g.Control(network, address, c)
+		}
+		got := netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
+		for _, w := range want {
+			if got == w {
+				if g.IsSelf(got) {
+					return &DenyError{Addr: ap, Reason: "self"}
+				}
+				return nil
+			}
+		}
+		return g.Check(ap)
+	}
+}
+
 // Classify names why ip is not a public unicast address, or returns "" if it
 // is one. Addresses that embed an IPv4 address (IPv4-mapped, NAT64 64:ff9b::/96,
 // 6to4) are judged by the address they embed.

@@ -301,3 +301,30 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// ControlAllowing lets exactly the named addresses through, never the
+// proxy's own, and judges every other address as Control does.
+func TestControlAllowing(t *testing.T) {
+	self := netip.MustParseAddrPort("127.0.0.1:3128")
+	g := New(Options{Self: []netip.AddrPort{self}})
+	control := g.ControlAllowing(netip.MustParseAddrPort("127.0.0.1:8080"), netip.MustParseAddrPort("[::ffff:10.0.0.1]:443"), self)
+	for addr, allowed := range map[string]bool{
+		"127.0.0.1:8080":          true,
+		"[::ffff:127.0.0.1]:8080": true, // the same address, mapped
+		"10.0.0.1:443":            true,
+		"127.0.0.1:8081":          false, // another port
+		"127.0.0.2:8080":          false, // another address
+		"[::1]:8080":              false,
+		"10.0.0.1:80":             false,
+		"127.0.0.1:3128":          false, // self, even when named
+		"8.8.8.8:53":              true,  // public: as Control
+	} {
+		err := control("tcp", addr, nil)
+		if (err == nil) != allowed {
+			t.Errorf("%s: %v, want allowed=%v", addr, err, allowed)
+		}
+		if err != nil && !IsDenyError(err) {
+			t.Errorf("%s: %v is not a DenyError", addr, err)
+		}
+	}
+}

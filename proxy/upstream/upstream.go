@@ -6,8 +6,15 @@
 //
 // Every dial goes through the private-network guard (netguard) in
 // net.Dialer.Control. Overrides change only where a dial goes: the request,
-// its policy, SNI and the certificate check keep the requested host. It does
+// its policy, SNI and the certificate check keep the requested host. An
+// override whose ADDR is an IP literal (or localhost) is the operator's
+// opt-in for that one dial: its address passes the guard on that
+// override's dialer only, never for another name, literal or port. It does
 // not decide policy.
+//
+// Hosts are normalised before dialling, so every IP literal spelling
+// (127.1, 2130706433, 0x7f.0.0.1) is dialled as the literal it is, and
+// localhost as loopback: neither ever becomes a DNS query.
 package upstream
 
 import (
@@ -18,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,8 +76,15 @@ type Options struct {
 type Transport struct {
 	rt      *http.Transport
 	dialer  *net.Dialer
-	routes  map[string]string // "host:port" -> dial address, from the overrides
+	routes  map[string]route // "host:port" (normalised) -> where an override sends it
 	onError func(Kind)
+}
+
+// route is where an override sends a dial.
+type route struct {
+	host   string      // ADDR: an IP literal, localhost or a name
+	port   int         // PORT2
+	dialer *net.Dialer // the opt-in dialer when ADDR is literal, else the shared one
 }
 
 // New builds the Transport.
@@ -92,23 +107,22 @@ func New(opts Options) (*Transport, error) {
 	if opts.MaxIdleConnsPerHost <= 0 {
 		opts.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
 	}
-	routes := make(map[string]string)
-	// --connect-to is applied over --resolve when both name a target, as the
-	// more specific instruction.
-	for _, o := range opts.Resolve {
-		routes[o.key()] = o.dialAddr()
-	}
-	for _, o := range opts.ConnectTo {
-		routes[o.key()] = o.dialAddr()
+	newDialer := func(control func(string, string, syscall.RawConn) error) *net.Dialer {
+		return &net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second, Control: control}
 	}
 	t := &Transport{
-		dialer: &net.Dialer{
-			Timeout:   opts.DialTimeout,
-			KeepAlive: 30 * time.Second,
-			Control:   opts.Guard.Control,
-		},
-		routes:  routes,
+		dialer:  newDialer(opts.Guard.Control),
+		routes:  make(map[string]route),
 		onError: opts.OnError,
+	}
+	// --connect-to is applied over --resolve when both name a target, as the
+	// more specific instruction.
+	for _, o := range append(append([]Override(nil), opts.Resolve...), opts.ConnectTo...) {
+		r := route{host: o.Addr, port: o.DialPort, dialer: t.dialer}
+		if lits := literals(o.Addr, o.DialPort); lits != nil {
+			r.dialer = newDialer(opts.Guard.ControlAllowing(lits...))
+		}
+		t.routes[o.key()] = r
 	}
 	t.rt = &http.Transport{
 		Proxy:                 nil, // never chain to the environment's proxy
@@ -156,19 +170,59 @@ func (t *Transport) report(err error) {
 	}
 }
 
+// dial dials addr ("host:port") as normalised: through its override, if
+// one names it, else as itself on the shared (guarded, no opt-in) dialer.
 func (t *Transport) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if len(t.routes) > 0 {
-		if h, port, err := host.SplitHostPort(addr, ""); err == nil {
-			if to, ok := t.routes[joinHostPort(h, port)]; ok {
-				addr = to
-			}
-		}
-	}
-	c, err := t.dialer.DialContext(ctx, network, addr)
+	h, port, err := host.SplitHostPort(addr, "")
 	if err != nil {
 		return nil, fmt.Errorf("upstream: dial %s: %w", addr, err)
 	}
-	return c, nil
+	if r, ok := t.routes[joinHostPort(h, port)]; ok {
+		return dialHost(ctx, r.dialer, network, r.host, r.port)
+	}
+	return dialHost(ctx, t.dialer, network, h, port)
+}
+
+// dialHost dials a canonical host: localhost names as loopback (IPv4
+// first), anything else as given.
+func dialHost(ctx context.Context, d *net.Dialer, network, h string, port int) (net.Conn, error) {
+	targets := []string{joinHostPort(h, port)}
+	if isLocalhost(h) {
+		targets = []string{joinHostPort("127.0.0.1", port), joinHostPort("::1", port)}
+	}
+	var first error
+	for _, a := range targets {
+		c, err := d.DialContext(ctx, network, a)
+		if err == nil {
+			return c, nil
+		}
+		if first == nil {
+			first = fmt.Errorf("upstream: dial %s: %w", a, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, first
+}
+
+// isLocalhost reports a name that is loopback by definition (RFC 6761).
+func isLocalhost(h string) bool { return h == "localhost" || strings.HasSuffix(h, ".localhost") }
+
+// literals returns the addresses a dial to ADDR:port reaches without
+// resolving a name, or nil when ADDR is a name that needs DNS.
+func literals(addr string, port int) []netip.AddrPort {
+	if isLocalhost(addr) {
+		return []netip.AddrPort{
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)),
+			netip.AddrPortFrom(netip.IPv6Loopback(), uint16(port)),
+		}
+	}
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return nil
+	}
+	return []netip.AddrPort{netip.AddrPortFrom(ip, uint16(port))}
 }
 
 func joinHostPort(h string, port int) string { return net.JoinHostPort(h, strconv.Itoa(port)) }
@@ -181,8 +235,7 @@ type Override struct {
 	DialPort int
 }
 
-func (o Override) key() string      { return joinHostPort(o.Host, o.Port) }
-func (o Override) dialAddr() string { return joinHostPort(o.Addr, o.DialPort) }
+func (o Override) key() string { return joinHostPort(o.Host, o.Port) }
 
 // ParseResolve parses curl's --resolve HOST:PORT:ADDR. ADDR is an IP address,
 // IPv6 optionally in brackets; when curl's list form is given only the first
@@ -205,8 +258,11 @@ func ParseResolve(s string) (Override, error) {
 	return o, nil
 }
 
-// ParseConnectTo parses curl's --connect-to HOST:PORT:ADDR:PORT2. ADDR may be
-// a name (resolved at dial time, and guarded like any other); IPv6 in brackets.
+// ParseConnectTo parses curl's --connect-to HOST:PORT:ADDR:PORT2, IPv6 in
+// brackets. ADDR may be an IP address or localhost (opted in for this
+// mapping's dial, like --resolve), or another name: that one is resolved at
+// dial time and guarded like any other dial, with no opt-in, since what it
+// resolves to is not the operator's choice.
 func ParseConnectTo(s string) (Override, error) {
 	parts, err := splitColons(s, 4)
 	if err != nil {

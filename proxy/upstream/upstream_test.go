@@ -12,6 +12,9 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -202,13 +205,11 @@ func TestGuardOnDial(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	t.Cleanup(srv.Close)
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
-	resolve, _ := ParseResolve("public.example:" + port + ":127.0.0.1")
-	tr, k := newTransport(t, Options{Guard: netguard.New(netguard.Options{}), Resolve: []Override{resolve}})
+	tr, k := newTransport(t, Options{Guard: netguard.New(netguard.Options{})})
 	for _, url := range []string{
 		srv.URL,
 		"http://localhost:" + port + "/",
 		"http://[::ffff:127.0.0.1]:" + port + "/",
-		"http://public.example:" + port + "/", // --resolve to loopback is guarded too
 	} {
 		_, err := get(t, tr, url)
 		if Classify(err) != KindDeny {
@@ -225,6 +226,61 @@ func TestGuardOnDial(t *testing.T) {
 	}
 	if !netguard.IsDenyError(err) {
 		t.Fatalf("raw dial: %v", err)
+	}
+}
+
+// A mapping to a private address opts in that mapping's dial only: the same
+// address under any other name, literal or port is refused by the guard,
+// before any packet (every spelling is a literal after normalisation, so
+// not even a DNS query is sent).
+func TestMappingOptsInItsOwnDialOnly(t *testing.T) {
+	var hits sync.Map // Host header -> true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Store(r.Host, true)
+	}))
+	t.Cleanup(srv.Close)
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	other, _ := strconv.Atoi(port)
+	otherPort := strconv.Itoa(other%65535 + 1)
+	resolve, _ := ParseResolve("resolved.test:" + port + ":127.0.0.1")
+	connectTo, _ := ParseConnectTo("mapped.test:80:127.0.0.1:" + port)
+	local, _ := ParseConnectTo("local.test:80:localhost:" + port)
+	tr, _ := newTransport(t, Options{
+		Guard:   netguard.New(netguard.Options{}),
+		Resolve: []Override{resolve}, ConnectTo: []Override{connectTo, local},
+	})
+	for _, url := range []string{
+		"http://resolved.test:" + port + "/", "http://mapped.test/", "http://local.test/", "http://MAPPED.test./",
+	} {
+		res, err := get(t, tr, url)
+		if err != nil {
+			t.Fatalf("GET %s through its mapping: %v", url, err)
+		}
+		res.Body.Close()
+	}
+	for _, h := range []string{
+		"127.0.0.1", "localhost", "127.1", "2130706433", "0x7f.0.0.1", "0177.0.0.1", "[::ffff:127.0.0.1]",
+		"[::1]", "local.test.localhost",
+	} {
+		for _, p := range []string{port, otherPort} {
+			url := "http://" + h + ":" + p + "/"
+			_, err := get(t, tr, url)
+			if !netguard.IsDenyError(err) {
+				t.Errorf("GET %s: %v, want the guard's refusal", url, err)
+			}
+			if c, err := tr.DialContext(context.Background(), "tcp", strings.TrimPrefix(strings.TrimSuffix(url, "/"), "http://")); err == nil {
+				c.Close()
+				t.Errorf("raw dial %s allowed", url)
+			} else if !netguard.IsDenyError(err) {
+				t.Errorf("raw dial %s: %v, want the guard's refusal", url, err)
+			}
+		}
+	}
+	var seen []string
+	hits.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
+	sort.Strings(seen)
+	if want := []string{"MAPPED.test.", "local.test", "mapped.test", "resolved.test:" + port}; !slices.Equal(seen, want) {
+		t.Errorf("the upstream saw hosts %q, want only the mapped ones %q", seen, want)
 	}
 }
 
