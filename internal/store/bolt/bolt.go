@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -30,8 +31,9 @@ var (
 
 // Bolt is the embedded store.Store.
 type Bolt struct {
-	db  *bolt.DB
-	now func() time.Time
+	db   *bolt.DB
+	path string
+	now  func() time.Time
 	// Subscribers implements Subscribe.
 	store.Subscribers
 }
@@ -39,23 +41,37 @@ type Bolt struct {
 var _ store.Store = (*Bolt)(nil)
 
 // Open opens (creating if needed) the database File in dir. It fails
-// rather than waits when another process holds the database.
+// rather than waits when another process holds the database, with an error
+// that wraps ErrInUse and names the state dir and that process.
 func Open(dir string) (*Bolt, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir %s: %w", dir, err)
+	if err := checkDir(dir); err != nil {
+		return nil, err
 	}
-	return OpenFile(filepath.Join(dir, File))
+	b, err := OpenFile(filepath.Join(dir, File))
+	var held *inUseError
+	if errors.As(err, &held) {
+		held.what = "state dir " + dir
+	}
+	return b, err
 }
 
 // OpenFile opens (creating if needed) the database at path, creating its
-// directory if needed.
+// directory if needed. It fails rather than waits when another process
+// holds the database, with an error that wraps ErrInUse.
 func OpenFile(path string) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create store directory for %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, inUse(path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := writeOwner(path); err != nil {
+		db.Close()
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketInstances, bucketOverrides, bucketKV} {
@@ -66,14 +82,18 @@ func OpenFile(path string) (*Bolt, error) {
 		return nil
 	})
 	if err != nil {
+		removeOwner(path)
 		db.Close()
 		return nil, fmt.Errorf("init store %s: %w", path, err)
 	}
-	return &Bolt{db: db, now: time.Now}, nil
+	return &Bolt{db: db, path: path, now: time.Now}, nil
 }
 
 // Close closes the database.
-func (s *Bolt) Close() error { return s.db.Close() }
+func (s *Bolt) Close() error {
+	removeOwner(s.path)
+	return s.db.Close()
+}
 
 // instanceRecord is the on-disk form of an instance. Records written
 // before Home, CACert and Rev existed read back with them empty.

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -91,8 +93,54 @@ func TestSweep(t *testing.T) {
 func TestSecondOpenFails(t *testing.T) {
 	dir := t.TempDir()
 	open(t, dir)
-	if _, err := Open(dir); err == nil {
+	_, err := Open(dir)
+	if err == nil {
 		t.Fatal("a second open of a locked store succeeded")
+	}
+	want := fmt.Sprintf("state dir %s is in use by another outbound (pid %d)", dir, os.Getpid())
+	if !errors.Is(err, ErrInUse) || err.Error() != want {
+		t.Fatalf("second open: %v, want %q wrapping ErrInUse", err, want)
+	}
+}
+
+// The pid file goes with the store, so a stale one never names a process
+// that no longer holds it.
+func TestOwnerFileLivesWithTheStore(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, File)
+	if pid, ok := readOwner(db); !ok || pid != os.Getpid() {
+		t.Fatalf("%s%s names pid %d (%v), want %d", File, OwnerSuffix, pid, ok, os.Getpid())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(db + OwnerSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s%s after Close: %v", File, OwnerSuffix, err)
+	}
+	// A store named by its file (bolt:PATH) is held the same way.
+	f := filepath.Join(t.TempDir(), "fleet.db")
+	s, err = OpenFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := fmt.Sprintf("store %s is in use by another outbound (pid %d)", f, os.Getpid())
+	if _, err := OpenFile(f); !errors.Is(err, ErrInUse) || err.Error() != want {
+		t.Fatalf("second OpenFile: %v, want %q", err, want)
+	}
+}
+
+func TestOpenRefusesAFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "state")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(f); err == nil || err.Error() != "state dir "+f+" is not a directory" {
+		t.Fatalf("Open(file) = %v", err)
 	}
 }
 
