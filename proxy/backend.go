@@ -15,6 +15,10 @@ import (
 type Instance interface {
 	ID() string
 	Class() string
+	// Alive is false once the instance is deleted. A request or tunnel
+	// authenticated before that starts nothing new: no trace entry, no
+	// tunnel (so a later instance with the same id inherits nothing).
+	Alive() bool
 }
 
 // Misdirector is implemented by a Backend that is one replica of a fleet.

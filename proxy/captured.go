@@ -144,14 +144,20 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 	}
 
 	var dec decision.Connect
+	var decide func(context.Context) decision.Connect // how an opaque tunnel is decided again
+	epoch := s.policyEpoch.Load()
 	switch kind {
 	case payloadHTTP:
 		// Each request is decided by the Backend as it arrives.
 		dec = decision.Connect{Allow: true, Step: modeCapturedHTTP}
 	case payloadTLS:
-		dec = s.opts.Backend.Connect(ctx, c.Instance, name, c.Port)
+		decide = func(ctx context.Context) decision.Connect {
+			return s.opts.Backend.Connect(ctx, c.Instance, name, c.Port)
+		}
+		dec = decide(ctx)
 	default:
-		dec = s.opts.Backend.Raw(ctx, c.Instance, name)
+		decide = func(ctx context.Context) decision.Connect { return s.opts.Backend.Raw(ctx, c.Instance, name) }
+		dec = decide(ctx)
 	}
 	a.step = dec.Step
 	if !dec.Allow {
@@ -189,23 +195,25 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 		}
 		s.terminate(t, conn, authority)
 	default:
-		t.mode = modeRaw
-		s.captureRaw(ctx, t)
+		t.mode, t.decide = modeRaw, decide
+		s.captureRaw(ctx, t, epoch)
 	}
 }
 
 // captureRaw dials t's name and port through the guarded dialer and relays
-// bytes until both directions end.
-func (s *Server) captureRaw(ctx context.Context, t *relay) {
+// bytes until both directions end. epoch is the policy epoch t was decided
+// at (see Redecide).
+func (s *Server) captureRaw(ctx context.Context, t *relay, epoch uint64) {
 	a := t.a
 	target := net.JoinHostPort(t.host, strconv.Itoa(t.port))
-	rec := s.opts.HAR.Begin(t.inst.ID(), a.id, &http.Request{
+	rec := s.opts.HAR.Begin(t.inst, a.id, &http.Request{
 		Method: http.MethodConnect, URL: &url.URL{Opaque: target}, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: http.Header{}, Host: target,
 	})
 	s.opts.Metrics.tunnel(modeRaw, 1)
 	s.track(t)
 	defer t.finish()
+	s.opened(s.baseCtx, t, epoch)
 	if s.opts.Dial == nil {
 		a.status, a.err = http.StatusBadGateway, errors.New("no dialer for raw tunnels")
 		return
@@ -217,8 +225,9 @@ func (s *Server) captureRaw(ctx context.Context, t *relay) {
 		return
 	}
 	defer up.Close()
-	s.hijackWG.Add(1)
-	defer s.hijackWG.Done()
+	t.setUp(up) // closed at once if t was cut while dialling
+	s.active.add()
+	defer s.active.done()
 	start := time.Now()
 	a.bytesIn, a.bytesOut = pipe(t.conn, t.conn, up)
 	rec.Finish(&http.Response{StatusCode: http.StatusOK, Proto: "HTTP/1.1", Header: http.Header{}}, a.bytesOut, time.Since(start))

@@ -41,6 +41,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	stripRequest(r.Header)
 
+	epoch := s.policyEpoch.Load()
 	dec := s.opts.Backend.Connect(r.Context(), inst, h, port)
 	a.step = dec.Step
 	if !dec.Allow {
@@ -58,7 +59,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 	if dec.Intercept {
 		s.intercept(w, r, inst, h, port, a)
 	} else {
-		s.rawTunnel(w, r, inst, h, port, a)
+		s.rawTunnel(w, r, inst, h, port, a, epoch)
 	}
 }
 
@@ -70,7 +71,7 @@ func (s *Server) connectRecord(r *http.Request, inst Instance, a *audit) *har.Re
 		Proto:  r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
 		Header: r.Header, Host: r.Host,
 	}
-	return s.opts.HAR.Begin(inst.ID(), a.id, req)
+	return s.opts.HAR.Begin(inst, a.id, req)
 }
 
 func (s *Server) refuseConnect(w http.ResponseWriter, r *http.Request, inst Instance, block *http.Response, a *audit) {
@@ -194,7 +195,8 @@ func (s *Server) interceptCurves() []tls.CurveID {
 }
 
 // rawTunnel dials host:port through the guarded dialer and relays bytes.
-func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance, h string, port int, a *audit) {
+// epoch is the policy epoch the tunnel was decided at (see Redecide).
+func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance, h string, port int, a *audit, epoch uint64) {
 	rec := s.connectRecord(r, inst, a)
 	fail := func(status int, msg string, err error) {
 		s.releaseSlot()
@@ -216,19 +218,19 @@ func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance
 		fail(status, msg, fmt.Errorf("raw tunnel (%s): %w", upstream.Classify(err), err))
 		return
 	}
-	s.hijackWG.Add(1)
-	defer s.hijackWG.Done()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		up.Close()
 		fail(http.StatusInternalServerError, "internal error", fmt.Errorf("hijack CONNECT: %w", err))
 		return
 	}
-	t := &relay{inst: inst, host: h, port: port, mode: modeRaw, conn: conn, a: a}
+	t := &relay{inst: inst, host: h, port: port, mode: modeRaw, conn: conn, up: up, a: a,
+		decide: func(ctx context.Context) decision.Connect { return s.opts.Backend.Connect(ctx, inst, h, port) }}
 	s.opts.Metrics.tunnel(modeRaw, 1)
 	s.track(t)
 	defer t.finish()
 	defer up.Close()
+	s.opened(s.baseCtx, t, epoch)
 	a.status = http.StatusOK
 	_ = conn.SetDeadline(time.Time{})
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {

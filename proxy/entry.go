@@ -18,6 +18,8 @@ import (
 // serveProxy is the outer listener's handler: CONNECT, or an absolute-form
 // plain HTTP request.
 func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
+	s.active.add()
+	defer s.active.done()
 	if r.Method == http.MethodConnect {
 		s.serveConnect(w, r)
 		return
@@ -57,6 +59,8 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 // serveIntercepted is the inner server's handler: one request inside an
 // intercepted tunnel. Its identity and host are the CONNECT's.
 func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
+	s.active.add()
+	defer s.active.done()
 	t, _ := r.Context().Value(relayKey{}).(*relay)
 	if t == nil { // every inner connection is registered before it is served
 		plain(w, http.StatusInternalServerError, "internal error")

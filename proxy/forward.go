@@ -37,7 +37,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, inst Instance, u
 
 	// Recorded before the Backend sees it: nothing a handler adds upstream
 	// enters the trace.
-	rec := s.opts.HAR.Begin(inst.ID(), a.id, out)
+	rec := s.opts.HAR.Begin(inst, a.id, out)
 	start := time.Now()
 	res, oc := s.opts.Backend.Handle(ctx, inst, out)
 	wait := time.Since(start)

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,10 +31,14 @@ import (
 
 // fakeInst and fakeBackend stand in for handlers: the policy is a pair of
 // functions a test sets; forwarding uses the real upstream transport.
-type fakeInst struct{ id, class string }
+type fakeInst struct {
+	id, class string
+	gone      *atomic.Bool // nil: never deleted
+}
 
 func (i fakeInst) ID() string    { return i.id }
 func (i fakeInst) Class() string { return i.class }
+func (i fakeInst) Alive() bool   { return i.gone == nil || !i.gone.Load() }
 
 type seenRequest struct {
 	inst   string
@@ -52,6 +57,8 @@ type fakeBackend struct {
 	handle  func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome)
 
 	trivial bool // benchmarks: forward without recording anything
+	// gone, if it has an entry for an id, is that instance's deleted flag.
+	gone map[string]*atomic.Bool
 
 	mu   sync.Mutex
 	seen []seenRequest
@@ -62,7 +69,7 @@ func (b *fakeBackend) Authenticate(id, token string) (Instance, bool) {
 	if !ok || subtle.ConstantTimeCompare([]byte(want), []byte(token)) != 1 {
 		return nil, false
 	}
-	return fakeInst{id: id, class: "Test"}, true
+	return fakeInst{id: id, class: "Test", gone: b.gone[id]}, true
 }
 
 func (b *fakeBackend) Connect(ctx context.Context, inst Instance, host string, port int) decision.Connect {

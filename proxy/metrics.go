@@ -20,6 +20,7 @@ type Metrics struct {
 	upstreamErrors *prometheus.CounterVec
 	leafCache      *prometheus.CounterVec
 	tunnels        *prometheus.GaugeVec
+	tunnelsCut     *prometheus.CounterVec
 
 	// Children resolved once per label set: WithLabelValues hashes and
 	// formats on every call, which shows on the per-request path.
@@ -56,8 +57,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "outbound_active_tunnels",
 			Help: "Open CONNECT tunnels and captured connections, by mode (raw, intercept, or http for captured plain HTTP).",
 		}, []string{"mode"}),
+		tunnelsCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "outbound_tunnels_cut_total",
+			Help: "Open opaque tunnels closed because a policy change no longer lets them through, by what the policy now does (blocked or intercepted).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.handlerSeconds, m.upstreamErrors, m.leafCache, m.tunnels} {
+	for _, c := range []prometheus.Collector{m.requests, m.handlerSeconds, m.upstreamErrors, m.leafCache, m.tunnels, m.tunnelsCut} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy: register metrics: %w", err)
 		}
@@ -68,6 +73,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, mode := range []string{modeRaw, modeIntercept, modeCapturedHTTP} {
 		m.tunnels.WithLabelValues(mode)
+	}
+	for _, r := range []string{"blocked", "intercepted"} {
+		m.tunnelsCut.WithLabelValues(r)
 	}
 	return m, nil
 }
@@ -120,4 +128,11 @@ func (m *Metrics) tunnel(mode string, delta float64) {
 		return
 	}
 	m.tunnels.WithLabelValues(mode).Add(delta)
+}
+
+func (m *Metrics) tunnelCut(reason string) {
+	if m == nil {
+		return
+	}
+	m.tunnelsCut.WithLabelValues(reason).Inc()
 }

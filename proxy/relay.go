@@ -15,35 +15,67 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/decision"
 	"github.com/outbound-dev/outbound/proxy/har"
 )
 
 type relayKey struct{}
 
 // relay is an open CONNECT tunnel (mode raw or intercept) or a relayed
-// WebSocket (mode ""). Shutdown and CloseInstance close conn.
+// WebSocket (mode ""). Shutdown, CloseInstance and Redecide cut it.
 type relay struct {
-	s        *Server
-	inst     Instance
-	host     string
-	port     int
-	mode     string
-	plain    bool     // a captured plain-HTTP connection: its requests are http://
-	conn     net.Conn // the sandbox side, as hijacked
-	a        *audit   // logged when the tunnel ends
+	s       *Server
+	inst    Instance
+	host    string
+	port    int
+	mode    string
+	plain   bool      // a captured plain-HTTP connection: its requests are http://
+	conn    net.Conn  // the sandbox side, as hijacked
+	up      io.Closer // the upstream side of a raw tunnel or WebSocket; nil when intercepted; s.mu
+	a       *audit    // logged when the tunnel ends
+	revoked bool      // cut by Redecide; s.mu
+	cutDone bool      // cut once; s.mu
+	// decide decides an opaque tunnel (raw, or TLS not intercepted) again,
+	// as it was decided when it opened; nil for the others (see Redecide).
+	decide   func(context.Context) decision.Connect
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
 	ended    sync.Once
 }
 
-// track registers t so Shutdown and CloseInstance can close it.
+// track registers t so Shutdown, CloseInstance and Redecide can cut it.
+// A tunnel opened for an instance deleted meanwhile, or during a forced
+// shutdown, is cut at once: the check comes after the registration, so
+// CloseInstance and Shutdown (which cancel or delete first, then lock)
+// either see t or are seen here.
 func (s *Server) track(t *relay) {
 	t.s = s
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.relays[t] = struct{}{}
-	s.mu.Unlock()
-	if s.baseCtx.Err() != nil { // shutting down: do not outlive it
-		t.conn.Close()
+	if s.baseCtx.Err() != nil || !t.inst.Alive() {
+		t.cut()
+	}
+}
+
+// setUp names the upstream side of a relay that is already tracked, and
+// closes it at once if the relay was cut meanwhile.
+func (t *relay) setUp(c io.Closer) {
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	t.up = c
+	if t.cutDone {
+		c.Close()
+	}
+}
+
+// cut closes both sides, so neither copy direction waits on a peer. Once
+// the relay is tracked, s.mu must be held (setUp may change t.up).
+func (t *relay) cut() {
+	t.cutDone = true
+	t.conn.Close()
+	if t.up != nil {
+		t.up.Close()
 	}
 }
 
@@ -102,8 +134,6 @@ func (s *Server) relayUpgrade(w http.ResponseWriter, r *http.Request, res *http.
 	res.Header.Set("Connection", "Upgrade")
 	res.Header.Set("Upgrade", "websocket")
 
-	s.hijackWG.Add(1)
-	defer s.hijackWG.Done()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil { // HTTP/2 has no upgrade
 		return fail(fmt.Errorf("hijack for websocket: %w", err))
@@ -111,9 +141,10 @@ func (s *Server) relayUpgrade(w http.ResponseWriter, r *http.Request, res *http.
 	defer back.Close()
 	defer conn.Close()
 	if parent != nil {
+		parent.setUp(back)    // cutting the tunnel cuts the WebSocket's upstream too
 		defer parent.finish() // the intercepted tunnel ends with this WebSocket
 	} else {
-		t := &relay{inst: a.instance, conn: conn}
+		t := &relay{inst: a.instance, conn: conn, up: back}
 		s.track(t)
 		defer t.finish()
 	}

@@ -97,18 +97,23 @@ type Server struct {
 	inner   *http.Server // intercepted TLS connections, HTTP/1.1 and HTTP/2
 	innerLn *connListener
 	innerWG sync.WaitGroup
-	startIn sync.Once
+	// startMu orders starting the inner server (first Serve) against
+	// Shutdown, so innerWG.Add never races innerWG.Wait.
+	startMu   sync.Mutex
+	innerUp   bool
+	shutStart bool
 
-	baseCtx context.Context // lives until Shutdown; tunnels derive from it
+	baseCtx context.Context // every request's and tunnel's; cancelled when Shutdown forces
 	cancel  context.CancelFunc
 
 	tunnelSlots atomic.Int64
 	mu          sync.Mutex
 	relays      map[*relay]struct{} // open CONNECT tunnels and relayed WebSockets
 	mitm        sync.Map            // *tls.Conn -> *relay, for the inner server
-	hijackWG    sync.WaitGroup      // goroutines relaying hijacked connections
+	active      activity            // handler goroutines, tunnels and relays included
 
-	connRefusedLog atomic.Int64 // unix nanos of the last MaxConns log line
+	connRefusedLog atomic.Int64  // unix nanos of the last MaxConns log line
+	policyEpoch    atomic.Uint64 // Redecide calls so far
 
 	idPrefix string
 	idSeq    atomic.Uint64
@@ -171,6 +176,7 @@ func New(opts Options) (*Server, error) {
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    opts.MaxHeaderBytes,
 		ErrorLog:          errLog,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	s.inner = &http.Server{
 		Handler:           http.HandlerFunc(s.serveIntercepted),
@@ -205,13 +211,20 @@ func (s *Server) Serve(ln net.Listener) error {
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
 		s.guard.AddSelf(ap)
 	}
-	s.startIn.Do(func() {
+	s.startMu.Lock()
+	if s.shutStart {
+		s.startMu.Unlock()
+		return http.ErrServerClosed
+	}
+	if !s.innerUp {
+		s.innerUp = true
 		s.innerWG.Add(1)
 		go func() {
 			defer s.innerWG.Done()
 			_ = s.inner.Serve(s.innerLn) // returns when Shutdown closes innerLn
 		}()
-	})
+	}
+	s.startMu.Unlock()
 	if s.opts.MaxConns > 0 {
 		ln = &limitListener{Listener: ln, max: int64(s.opts.MaxConns), refused: s.connRefused}
 	}
@@ -229,45 +242,15 @@ func (s *Server) connRefused() {
 	}
 }
 
-// Shutdown stops accepting, lets in-flight requests finish until ctx is
-// done, then closes every tunnel and relayed connection.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.outer.Shutdown(ctx)
-	if e := s.inner.Shutdown(ctx); err == nil {
-		err = e
-	}
-	s.innerLn.Close() // in case Serve was never called
-	s.cancel()
-	s.mu.Lock()
-	for t := range s.relays {
-		t.conn.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.hijackWG.Wait()
-		s.innerWG.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		if err == nil {
-			err = ctx.Err()
-		}
-	}
-	return err
-}
-
 // CloseInstance closes every open tunnel and relayed connection of the
-// instance. Call it when the instance is deleted, so nothing it opened
-// outlives its credentials.
+// instance. Call it when the instance is deleted (after Instance.Alive
+// turns false), so nothing it opened outlives its credentials.
 func (s *Server) CloseInstance(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for t := range s.relays {
 		if t.inst.ID() == id {
-			t.conn.Close()
+			t.cut()
 		}
 	}
 }

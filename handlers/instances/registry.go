@@ -58,6 +58,13 @@ type Options struct {
 	// OnRemote, if set, is called after a change written by another
 	// process has been applied to instance id.
 	OnRemote func(id string)
+	// OnChange, if set, is told the id of an instance whose overrides or
+	// home may have changed, by a method call here or by another process's
+	// write applied here, once the change is published, on the goroutine
+	// that applied it. It is where every policy change meets, so that open
+	// tunnels can be decided again: a new path that publishes state calls
+	// changed too.
+	OnChange func(id string)
 	// Logger receives what the sync of remote changes has to say.
 	Logger *slog.Logger
 }
@@ -542,6 +549,22 @@ func (r *Registry) Misdirected(id, token string) (home string, ok bool) {
 // stored, inside a read-modify-write that no other replica's call can
 // interleave, and may run more than once. On any error nothing changes.
 func (r *Registry) update(ctx context.Context, id string, fn func(cls *chain.ClassPolicy, class string, o *chain.Overrides) error) (View, error) {
+	v, err := r.apply(ctx, id, fn)
+	if err == nil {
+		r.changed(id) // inst.mu released: the callback may decide with it
+	}
+	return v, err
+}
+
+// changed tells Options.OnChange that instance id changed.
+func (r *Registry) changed(id string) {
+	if r.opts.OnChange != nil {
+		r.opts.OnChange(id)
+	}
+}
+
+// apply is update's work, under the instance's lock.
+func (r *Registry) apply(ctx context.Context, id string, fn func(cls *chain.ClassPolicy, class string, o *chain.Overrides) error) (View, error) {
 	inst, err := r.Lookup(ctx, id)
 	if err != nil {
 		return View{}, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -564,5 +565,45 @@ func TestSources(t *testing.T) {
 	}
 	if _, ok := r2.BySource(netip.MustParseAddr("10.0.3.7")); ok {
 		t.Fatal("a deleted instance still owns its sources")
+	}
+}
+
+// OnChange hears of every method call that changed an instance, after it is
+// published (a decision made inside the callback sees the new state), and of
+// nothing that failed.
+func TestOnChange(t *testing.T) {
+	ctx := context.Background()
+	var pol policies
+	pol.set(t, sandboxClass, openClass)
+	var r *Registry
+	var heard []string
+	r, err := Open(ctx, Options{Policy: pol.get, OnChange: func(id string) {
+		inst, _ := r.Get(id)
+		heard = append(heard, fmt.Sprintf("%s %q", id, inst.Overrides().DeniedHosts))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Create(ctx, "sbx-1", "Open"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		method string
+		args   []json.RawMessage
+		ok     bool
+	}{
+		{"denyHost", raws(`"a.test"`), true},
+		{"setDeniedHosts", raws(`["b.test"]`), true},
+		{"setDeniedHosts", raws(`["bad["]`), false},
+		{"setOutboundHandler", raws(`"missing"`), false},
+		{"setOutboundHandler", raws(`"h"`), true},
+	} {
+		if _, err := r.Call(ctx, "sbx-1", c.method, c.args); (err == nil) != c.ok {
+			t.Fatalf("%s: %v", c.method, err)
+		}
+	}
+	want := []string{`sbx-1 ["a.test"]`, `sbx-1 ["b.test"]`, `sbx-1 ["b.test"]`}
+	if !slices.Equal(heard, want) {
+		t.Fatalf("OnChange heard %q, want %q", heard, want)
 	}
 }

@@ -247,6 +247,7 @@ func (r *Registry) applyRecord(rec store.Instance) {
 }
 
 func (r *Registry) applied(id string) {
+	r.changed(id)
 	if r.opts.OnRemote != nil {
 		r.opts.OnRemote(id)
 	}

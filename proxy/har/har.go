@@ -85,13 +85,27 @@ type Record struct {
 	e exchange // one allocation per traced request
 }
 
+// Owner is the instance a trace belongs to.
+type Owner interface {
+	ID() string
+	// Alive is false once the instance is deleted; nothing is recorded for
+	// it from then on.
+	Alive() bool
+}
+
 // Begin records req (its method, URL, headers and body size; never its body)
-// for instance and returns the record to Finish. Proxy-Authorization is
-// never kept.
-func (s *Store) Begin(instance, id string, req *http.Request) *Record {
+// for inst and returns the record to Finish, or nil when inst is deleted.
+// Proxy-Authorization is never kept.
+//
+// Deleting an instance must mark it dead (Alive false) before calling
+// Remove: aliveness is checked under the same lock as Remove takes, so a
+// request of a deleted instance can never start a trace that a later
+// instance with the same id would inherit.
+func (s *Store) Begin(inst Owner, id string, req *http.Request) *Record {
 	if s == nil {
 		return nil
 	}
+	instance := inst.ID()
 	h := req.Header.Clone()
 	h.Del("Proxy-Authorization")
 	rec := &Record{s: s, e: exchange{
@@ -100,6 +114,10 @@ func (s *Store) Begin(instance, id string, req *http.Request) *Record {
 	}}
 	e := &rec.e
 	s.mu.Lock()
+	if !inst.Alive() {
+		s.mu.Unlock()
+		return nil
+	}
 	r := s.rings[instance]
 	if r == nil {
 		r = &ring{}
@@ -196,7 +214,8 @@ func (s *Store) HAR(instance string) ([]byte, error) {
 	return b, nil
 }
 
-// Remove forgets the instance's trace (on instance delete).
+// Remove forgets the instance's trace. Call it once the instance is no
+// longer Alive (see Begin).
 func (s *Store) Remove(instance string) {
 	s.mu.Lock()
 	delete(s.rings, instance)

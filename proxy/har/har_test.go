@@ -7,11 +7,24 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	mhar "github.com/google/martian/v3/har"
 )
+
+// inst is an instance incarnation: a new one with the same id is another
+// value (a pointer), as in the registry.
+type inst struct {
+	id   string
+	dead atomic.Bool
+}
+
+func (i *inst) ID() string  { return i.id }
+func (i *inst) Alive() bool { return !i.dead.Load() }
+
+func owner(id string) *inst { return &inst{id: id} }
 
 func decode(t *testing.T, b []byte) *mhar.HAR {
 	t.Helper()
@@ -37,7 +50,7 @@ func TestRecordNoBodiesNoProxyAuth(t *testing.T) {
 	req.Header.Set("X-Sandbox", "mine")
 
 	done := make(chan *Record)
-	go func() { done <- s.Begin("sbx-1", "req-1", req) }()
+	go func() { done <- s.Begin(owner("sbx-1"), "req-1", req) }()
 	var rec *Record
 	select {
 	case rec = <-done:
@@ -89,7 +102,7 @@ func TestRingBoundedOldestFirst(t *testing.T) {
 	s := NewStore(3)
 	for i := range 7 {
 		req, _ := http.NewRequest("GET", fmt.Sprintf("http://h/%d", i), nil)
-		rec := s.Begin("a", fmt.Sprint(i), req)
+		rec := s.Begin(owner("a"), fmt.Sprint(i), req)
 		if i != 6 {
 			rec.Finish(&http.Response{StatusCode: 200, Header: http.Header{}}, 0, 0)
 		}
@@ -110,7 +123,7 @@ func TestRingBoundedOldestFirst(t *testing.T) {
 func TestInstancesSeparateAndRemove(t *testing.T) {
 	s := NewStore(0)
 	req, _ := http.NewRequest("GET", "http://h/", nil)
-	s.Begin("a", "1", req)
+	s.Begin(owner("a"), "1", req)
 	if n := len(decode(t, must(s.HAR("b"))).Log.Entries); n != 0 {
 		t.Fatalf("instance b sees %d of a's entries", n)
 	}
@@ -119,7 +132,7 @@ func TestInstancesSeparateAndRemove(t *testing.T) {
 		t.Fatalf("%d entries after Remove", n)
 	}
 	var nilStore *Store
-	if rec := nilStore.Begin("a", "1", req); rec != nil {
+	if rec := nilStore.Begin(owner("a"), "1", req); rec != nil {
 		t.Fatal("nil store recorded")
 	}
 	(*Record)(nil).Finish(&http.Response{}, 0, 0) // no panic
@@ -132,7 +145,7 @@ func TestConcurrentRecordAndExport(t *testing.T) {
 		wg.Go(func() {
 			for i := range 200 {
 				req, _ := http.NewRequest("GET", "http://h/", nil)
-				rec := s.Begin("a", fmt.Sprintf("%d-%d", g, i), req)
+				rec := s.Begin(owner("a"), fmt.Sprintf("%d-%d", g, i), req)
 				rec.Finish(&http.Response{StatusCode: 204, Header: http.Header{}}, 0, 0)
 			}
 		})
@@ -155,4 +168,35 @@ func must(b []byte, err error) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// A request of a deleted instance that starts after the delete leaves no
+// trace, so a later instance with the same id sees none of its traffic;
+// one in flight across the delete finishes into the forgotten ring.
+func TestDeletedInstanceLeavesNoTrace(t *testing.T) {
+	s := NewStore(10)
+	req, _ := http.NewRequest("GET", "http://example.com/old", nil)
+	old := owner("sbx")
+	inFlight := s.Begin(old, "before-delete", req)
+
+	old.dead.Store(true) // the registry's delete, then the trace's
+	s.Remove("sbx")
+	if rec := s.Begin(old, "after-delete", req); rec != nil {
+		t.Fatal("Begin recorded a request of a deleted instance")
+	}
+	inFlight.Finish(&http.Response{StatusCode: 200, Header: http.Header{}}, 0, 0)
+
+	reborn := owner("sbx")
+	b, err := s.HAR("sbx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(decode(t, b).Log.Entries); n != 0 {
+		t.Fatalf("a new instance with the id inherited %d entries: %s", n, b)
+	}
+	s.Begin(reborn, "new", req)
+	b, _ = s.HAR("sbx")
+	if h := decode(t, b); len(h.Log.Entries) != 1 || h.Log.Entries[0].ID != "new" {
+		t.Fatalf("the new instance's trace: %s", b)
+	}
 }
