@@ -26,7 +26,7 @@ type serveFlags struct {
 	store, advertise                                   string
 	vars, kv, allowNet, resolve, connectTo, upstreamCA listFlag
 	allowPrivate                                       bool
-	handlerTimeout                                     time.Duration
+	handlerTimeout, shutdownGrace                      time.Duration
 	isolates, handlerQueue                             int
 	logFormat, logLevel                                string
 	limits                                             limitFlags
@@ -51,6 +51,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.DurationVar(&f.handlerTimeout, "handler-timeout", engine.DefaultTimeout, "wall-clock limit for one handler invocation, waiting for a runtime included (then 504)")
 	fs.IntVar(&f.isolates, "isolates", engine.DefaultSize(), "JS runtimes running handlers; each serves many requests at once while they await I/O or timers")
 	fs.IntVar(&f.handlerQueue, "handler-queue", engine.DefaultMaxWaiting, "requests of one instance that may wait for a runtime; more get 503 at once")
+	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", app.DefaultShutdownGrace, "on SIGINT or SIGTERM, how long open requests, streams and tunnels may finish before they are closed")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	f.limits.register(fs)
@@ -96,7 +97,7 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 		Script: f.script, Listen: f.listen, Admin: f.admin, AdminToken: f.adminToken,
 		EnvFile: f.envFile, Vars: map[string]string{}, KV: f.kv, StateDir: f.state, Store: f.store, Advertise: f.advertise,
 		AllowPrivate: f.allowPrivate, Resolve: f.resolve, ConnectTo: f.connectTo,
-		UpstreamCA: f.upstreamCA, HandlerTimeout: f.handlerTimeout, Logger: log,
+		UpstreamCA: f.upstreamCA, HandlerTimeout: f.handlerTimeout, ShutdownGrace: f.shutdownGrace, Logger: log,
 		Isolates: f.isolates, HandlerQueue: f.handlerQueue,
 	}
 	for _, kv := range f.vars {
@@ -132,6 +133,9 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 	}
 	if f.handlerQueue < 1 {
 		return c, fmt.Errorf("bad --handler-queue %d: must be at least 1", f.handlerQueue)
+	}
+	if f.shutdownGrace <= 0 {
+		return c, fmt.Errorf("bad --shutdown-grace %s: must be positive", f.shutdownGrace)
 	}
 	if err := checkStore(f.store); err != nil {
 		return c, err

@@ -10,6 +10,9 @@ import (
 	"time"
 )
 
+// DefaultShutdownGrace is Config.ShutdownGrace's default.
+const DefaultShutdownGrace = 10 * time.Second
+
 // Config is everything `outbound serve` takes.
 type Config struct {
 	Script      string
@@ -40,6 +43,9 @@ type Config struct {
 	// HandlerQueue how many of one instance's requests may wait for one (0:
 	// engine.DefaultMaxWaiting).
 	Isolates, HandlerQueue int
+	// ShutdownGrace is how long Serve lets requests, streams and tunnels
+	// finish once its context is done, before it closes them; 10s.
+	ShutdownGrace time.Duration
 
 	// Limits on what clients may hold or send. Zero means the default noted.
 	ReadHeaderTimeout time.Duration // proxy and admin: to send a request's headers; 10s

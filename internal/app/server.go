@@ -54,6 +54,7 @@ type App struct {
 	har      *har.Store
 	up       *upstream.Transport
 	proxy    *proxy.Server
+	live     atomic.Pointer[proxy.Server] // s.proxy, for callbacks that may run before it exists
 	admin    *http.Server
 	proxyLn  net.Listener
 	adminLn  net.Listener
@@ -99,6 +100,9 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = proxy.DefaultMaxHeaderBytes
 	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
 	if cfg.StateDir == "" && (cfg.Store == "" || cfg.Store == "bolt:") {
 		return nil, errors.New("no state directory given")
 	}
@@ -130,6 +134,20 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		return nil, err
 	}
 
+	// What most often fails comes first, before anything logs: a port in
+	// use, a state dir that is not one or that another outbound holds.
+	if s.proxyLn, err = listen(cfg.Listen, "the proxy"); err != nil {
+		return nil, err
+	}
+	if s.adminLn, err = listen(cfg.Admin, "the control API"); err != nil {
+		return nil, err
+	}
+	if ap, perr := netip.ParseAddrPort(s.adminLn.Addr().String()); perr == nil {
+		guard.AddSelf(ap)
+	}
+	if err := s.listenTransparent(ctx, guard); err != nil {
+		return nil, err
+	}
 	if s.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -156,6 +174,9 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		OnLoad: func(gen int, err error) {
 			s.metrics.scriptLoaded(gen, err)
 			hub.Reload(gen, err)
+			if err == nil { // a new script may block what open tunnels carry
+				s.policyChanged("")
+			}
 		},
 	})
 	if err != nil {
@@ -164,12 +185,6 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	envNow := s.reloader.Env
 	red.env.Store(&envNow)
 
-	if s.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
-		return nil, fmt.Errorf("proxy listener: %w", err)
-	}
-	if s.adminLn, err = net.Listen("tcp", cfg.Admin); err != nil {
-		return nil, fmt.Errorf("control API listener: %w", err)
-	}
 	if s.advertise, err = advertise(cfg.Advertise, s.proxyLn.Addr()); err != nil {
 		return nil, err
 	}
@@ -198,6 +213,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 		},
 		Gone:     s.instanceGone,
 		OnRemote: s.remoteApplied,
+		OnChange: s.policyChanged,
 	})
 	if err != nil {
 		return nil, err
@@ -208,13 +224,6 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if ap, perr := netip.ParseAddrPort(s.adminLn.Addr().String()); perr == nil {
-		guard.AddSelf(ap)
-	}
-	if err := s.listenTransparent(ctx, guard); err != nil {
-		return nil, err
-	}
-
 	s.proxy, err = proxy.New(proxy.Options{
 		Backend: backend{svc: s.svc, reg: s.registry}, CAs: s.cas, Dial: up.DialContext, Guard: guard,
 		Logger: cfg.Logger, Metrics: pm, HAR: s.har, Events: hub,
@@ -226,6 +235,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.live.Store(s.proxy)
 	s.admin = &http.Server{
 		Handler: control.Handler(control.Options{
 			Backend: &controlBackend{s}, Token: cfg.AdminToken, Logger: cfg.Logger,
@@ -246,6 +256,20 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	// Everything a remote change may touch exists now.
 	s.registry.Start()
 	return s, nil
+}
+
+// listen binds addr for what ("the proxy"). Its error reads as
+// "listen 127.0.0.1:3128 for the proxy: address already in use".
+func listen(addr, what string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var se *os.SyscallError
+		if errors.As(err, &se) {
+			err = se.Err
+		}
+		return nil, fmt.Errorf("listen %s for %s: %w", addr, what, err)
+	}
+	return ln, nil
 }
 
 // openStore opens the store named by cfg.Store.
@@ -314,6 +338,16 @@ func (s *App) remoteApplied(id string) {
 	s.metrics.remoteChanges.Inc()
 	if h := s.remoteHook.Load(); h != nil {
 		(*h)(id)
+	}
+}
+
+// policyChanged decides the open opaque tunnels of instance id ("" for
+// every instance) again, after a change of its policy: a runtime method or
+// another replica's write (the registry's OnChange), or a reloaded script
+// (OnLoad). Whatever path changes policy ends here.
+func (s *App) policyChanged(id string) {
+	if px := s.live.Load(); px != nil {
+		px.Redecide(context.Background(), id)
 	}
 }
 
@@ -389,7 +423,9 @@ func (s *App) AdminAddr() net.Addr { return s.adminLn.Addr() }
 func (s *App) Reload(ctx context.Context) error { return s.reloader.Reload(ctx) }
 
 // Serve serves both listeners and watches the script until ctx is done, then
-// shuts down gracefully.
+// shuts down: it drains for Config.ShutdownGrace, then closes whatever is
+// still open. A shutdown that had to cut connections is logged, not an
+// error.
 func (s *App) Serve(ctx context.Context) error {
 	errc := make(chan error, 4)
 	go func() { errc <- s.proxy.Serve(s.proxyLn) }()
@@ -409,15 +445,33 @@ func (s *App) Serve(ctx context.Context) error {
 		}
 	}
 	stopWatch()
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s.admin.Shutdown(shutdownCtx)
-	s.proxy.Shutdown(shutdownCtx)
+	s.shutdown()
 	<-transDone
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// shutdown drains both listeners at once for the grace period, then cuts
+// what is left.
+func (s *App) shutdown() {
+	grace := s.cfg.ShutdownGrace
+	s.log.Info("shutting down: draining requests, streams and tunnels", "grace", grace.String())
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	adminDone := make(chan struct{})
+	go func() {
+		defer close(adminDone)
+		if err := s.admin.Shutdown(ctx); err != nil {
+			s.log.Warn("control API shutdown: grace period over; closing its connections", "error", err.Error())
+			s.admin.Close()
+		}
+	}()
+	if err := s.proxy.Shutdown(ctx); err != nil {
+		s.log.Warn("proxy shutdown", "error", err.Error())
+	}
+	<-adminDone
 }
 
 // Close releases everything without waiting for connections.
