@@ -250,7 +250,7 @@ func startRun(t *testing.T, script string) (*exec.Cmd, *bytes.Buffer) {
 // waitFor polls until f is true; the deadline only bounds a broken run.
 func waitFor(t *testing.T, what string, f func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if f() {
 			return
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,32 +12,13 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/app/apptest"
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
-
-// lockedBuffer is a bytes.Buffer safe to write from a process's stderr
-// copier while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSIGTERMCutsEndlessStream: an SSE stream through a handler that never
 // ends does not keep `serve` alive. SIGTERM drains for --shutdown-grace,
@@ -55,7 +35,7 @@ func TestSIGTERMCutsEndlessStream(t *testing.T) {
 	defer up.Close()
 	port := up.Listener.Addr().(*net.TCPAddr).Port
 
-	stderr := &lockedBuffer{}
+	stderr := &apptest.LogBuffer{} // safe to read while the process writes
 	cmd := exec.Command(binary, "serve", "--script", passthroughScript, "--state", t.TempDir(),
 		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json",
 		"--connect-to", fmt.Sprintf("events.test:80:127.0.0.1:%d", port), "--shutdown-grace", "1s")
