@@ -142,7 +142,8 @@ func TestRedecideCutsWhatThePolicyNowRefuses(t *testing.T) {
 	if b, i := value(m.WithLabelValues("blocked")), value(m.WithLabelValues("intercepted")); b != 2 || i != 1 {
 		t.Errorf("outbound_tunnels_cut_total: blocked %v, intercepted %v; want 2 and 1", b, i)
 	}
-	waitFor(t, func() bool { return strings.Count(h.logs.String(), "the instance's policy changed") == 3 })
+	waitFor(t, func() bool { return strings.Count(h.logs.String(), "tunnel closed: the instance's policy changed") == 3 })
+	waitFor(t, func() bool { return strings.Count(h.logs.String(), "no longer lets this tunnel through") == 3 }) // the audit lines
 	if !strings.Contains(h.logs.String(), `"host":"drop.test"`) {
 		t.Errorf("the log does not name the cut tunnel's host:\n%s", h.logs.String())
 	}

@@ -21,6 +21,9 @@ import (
 
 type relayKey struct{}
 
+// errRevoked is the audit error of a tunnel Redecide closed.
+var errRevoked = errors.New("closed: the instance's policy changed and no longer lets this tunnel through")
+
 // relay is an open CONNECT tunnel (mode raw or intercept) or a relayed
 // WebSocket (mode ""). Shutdown, CloseInstance and Redecide cut it.
 type relay struct {
@@ -85,8 +88,12 @@ func (t *relay) finish() {
 		t.conn.Close()
 		t.s.mu.Lock()
 		delete(t.s.relays, t)
+		revoked := t.revoked
 		t.s.mu.Unlock()
 		if t.a != nil {
+			if revoked { // what failed after the cut is its consequence
+				t.a.err = errRevoked
+			}
 			if n := t.bytesIn.Load(); n > 0 {
 				t.a.bytesIn = n
 			}
