@@ -142,7 +142,9 @@ func TestRedecideCutsWhatThePolicyNowRefuses(t *testing.T) {
 	if b, i := value(m.WithLabelValues("blocked")), value(m.WithLabelValues("intercepted")); b != 2 || i != 1 {
 		t.Errorf("outbound_tunnels_cut_total: blocked %v, intercepted %v; want 2 and 1", b, i)
 	}
-	waitFor(t, func() bool { return strings.Count(h.logs.String(), "tunnel closed: the instance's policy changed") == 3 })
+	waitFor(t, func() bool {
+		return strings.Count(h.logs.String(), "tunnel closed: the instance's policy changed") == 3
+	})
 	waitFor(t, func() bool { return strings.Count(h.logs.String(), "no longer lets this tunnel through") == 3 }) // the audit lines
 	if !strings.Contains(h.logs.String(), `"host":"drop.test"`) {
 		t.Errorf("the log does not name the cut tunnel's host:\n%s", h.logs.String())
@@ -239,5 +241,38 @@ func TestDeletedInstanceKeepsNoTunnelOrTrace(t *testing.T) {
 	}
 	if strings.Contains(string(b), "CONNECT") {
 		t.Fatalf("the deleted instance left a trace for its id: %s", b)
+	}
+}
+
+// A captured stream (the jail's or the transparent listener's) that is
+// neither TLS nor HTTP was decided by Backend.Raw; a policy change decides
+// it again the same way.
+func TestRedecideCapturedRawStream(t *testing.T) {
+	echo := echoListener(t)
+	_, port, _ := net.SplitHostPort(echo)
+	h := newHarness(t, harnessOpts{connectTo: []string{"ssh.test:2222:127.0.0.1:" + port}})
+	var denied atomic.Bool
+	h.backend.raw = func(Instance, string) decision.Connect {
+		if denied.Load() {
+			return decision.Connect{Step: "denied"}
+		}
+		return decision.Connect{Allow: true, Step: "internet"}
+	}
+	h.backend.connect = func(Instance, string, int) decision.Connect { // not the call that decided it
+		return decision.Connect{Allow: true, Step: "internet"}
+	}
+	addr := h.captureListener(Capture{Host: "ssh.test", Port: 2222, Via: "jail"})
+	c := dialCaptured(t, addr)
+	tn := &tunnel{c, bufio.NewReader(c)}
+	if !tn.alive(t) {
+		t.Fatal("the captured stream does not echo")
+	}
+	denied.Store(true)
+	if n := h.srv.Redecide(context.Background(), "a"); n != 1 {
+		t.Fatalf("Redecide cut %d captured streams, want 1", n)
+	}
+	c.SetDeadline(time.Now().Add(time.Minute))
+	if !tn.closed() {
+		t.Fatal("the captured stream stayed open")
 	}
 }
