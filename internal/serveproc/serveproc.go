@@ -131,8 +131,10 @@ func (p *Proc) ExitErr() error {
 	}
 }
 
-// Stop sends SIGTERM and waits up to 15 s for a clean exit, then kills. It
-// returns the exit error, or one saying the child had to be killed.
+// Stop sends SIGTERM and waits up to a minute for a clean exit (outbound
+// drains for its --shutdown-grace, 10 s by default, then closes what is
+// left), then kills. It returns the exit error, or one saying the child had
+// to be killed.
 func (p *Proc) Stop() error {
 	select {
 	case <-p.done:
@@ -143,10 +145,10 @@ func (p *Proc) Stop() error {
 	select {
 	case <-p.done:
 		return p.exit
-	case <-time.After(15 * time.Second):
+	case <-time.After(time.Minute):
 		_ = p.cmd.Process.Kill()
 		<-p.done
-		return errors.New("outbound did not exit within 15s of SIGTERM; killed")
+		return errors.New("outbound did not exit within a minute of SIGTERM; killed")
 	}
 }
 
