@@ -16,24 +16,10 @@ import (
 	"github.com/outbound-dev/outbound/internal/decision"
 )
 
-// echoListener accepts connections on loopback and echoes each.
+// echoListener echoes each connection on loopback.
 func echoListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
+	addr, _ := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	return addr
 }
 
 // hostPolicy is a switchable Connect policy: host -> decision; absent hosts

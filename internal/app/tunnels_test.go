@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,25 +19,10 @@ import (
 	"github.com/outbound-dev/outbound/internal/app/apptest"
 )
 
-// echoOn accepts connections on 127.0.0.1 and echoes each; it returns the
-// port.
+// echoOn echoes each connection on 127.0.0.1 and returns the port.
 func echoOn(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	addr := apptest.ServeTCP(t, func(c net.Conn) { io.Copy(c, c) })
+	return int(netip.MustParseAddrPort(addr).Port())
 }
 
 // tunnelScript writes testdata/server/tunnels.js with the given class
