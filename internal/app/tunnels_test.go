@@ -17,6 +17,7 @@ import (
 
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/internal/app/apptest"
+	"github.com/outbound-dev/outbound/internal/store/redis/redistest"
 )
 
 // echoOn echoes each connection on 127.0.0.1 and returns the port.
@@ -223,5 +224,30 @@ func TestRecreatedInstanceInheritsNothing(t *testing.T) {
 	}
 	if code, _ := connectRaw(t, srv.ProxyAddr().String(), "evil.test:443", basicAuth(id2, tok2)); code == 520 {
 		t.Errorf("the new instance inherited the old one's denyHost")
+	}
+}
+
+// TestFleetPolicyChangeReachesTunnels: a runtime method called on another
+// replica of a fleet reaches the home's open tunnels once the home applies
+// it from the store.
+func TestFleetPolicyChangeReachesTunnels(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{})
+	port := strconv.Itoa(echoOn(t))
+	script := filepath.Join(t.TempDir(), "tunnels.js")
+	tunnelScript(t, script, `"never.test"`, false)
+	replica := func() *apptest.Server {
+		return apptest.Start(t, app.Config{Script: script, Store: rs.URL(),
+			ConnectTo: []string{"a.test:443:127.0.0.1:" + port, "b.test:443:127.0.0.1:" + port}})
+	}
+	home, other := replica(), replica()
+	id, tok := credsOf(t, home.Create(t, "sbx", "Tunnels"))
+	a443 := dialTunnel(t, home, "a.test:443", id, tok)
+	b443 := dialTunnel(t, home, "b.test:443", id, tok)
+
+	call1(t, other, "sbx", "denyHost", "a.test")
+	expectCut(t, a443)
+	expectOpen(t, b443)
+	if n := series(t, home, `outbound_tunnels_cut_total{reason="blocked"}`); n != 1 {
+		t.Errorf("the home counted %v cut tunnels, want 1", n)
 	}
 }
