@@ -86,8 +86,8 @@ func (s *Server) logAudit(ctx context.Context, a *audit) {
 		attrs = append(attrs, slog.String("via", a.via))
 	}
 	if a.err != nil {
-		// The Backend's error text is for the operator (interfaces.md: "the
-		// text goes to the log"); the sandbox never sees it.
+		// The Backend's error text is for the operator (docs/proxy.md
+		// "Answers"); the sandbox never sees it.
 		attrs = append(attrs, slog.String("error", a.err.Error()))
 	}
 	s.log.LogAttrs(ctx, level, "request", attrs...)

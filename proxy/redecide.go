@@ -68,13 +68,15 @@ func (s *Server) redecide(ctx context.Context, t *relay) bool {
 	first := still && !t.revoked
 	if first {
 		t.revoked = true
+		// Counted before the cut, so whoever sees the tunnel end also sees
+		// it counted.
+		s.opts.Metrics.tunnelCut(reason)
 		t.cut()
 	}
 	s.mu.Unlock()
 	if !first {
 		return false
 	}
-	s.opts.Metrics.tunnelCut(reason)
 	s.log.Info("tunnel closed: the instance's policy changed", "instance", t.inst.ID(), "class", t.inst.Class(),
 		"host", t.host, "port", t.port, "now", reason, "step", dec.Step)
 	return true

@@ -1,4 +1,4 @@
-// Package chain owns the decision: the nine steps of semantics.md
+// Package chain owns the decision: the nine steps of docs/policy.md
 // "Evaluation order" over a class's compiled spec (ClassSpec) and an
 // instance's compiled runtime overrides, for plain requests (Decide) and for
 // CONNECT (ConnectDecide). It is pure: it never enters JS, never touches the
@@ -255,7 +255,7 @@ type ConnectDecision struct {
 }
 
 // ConnectDecide decides a CONNECT to the canonical host h and port
-// (semantics.md "HTTPS and other traffic"):
+// (docs/policy.md "HTTPS, CONNECT and other traffic"):
 //   - interceptHttps and port 443: intercept, and decide each inner request;
 //   - port 443 without interception, or port 80: steps 1, 2, 7, 8, 9 — no
 //     handler can run on an opaque tunnel;

@@ -4,7 +4,7 @@
 // lists for lookup, and keeps the insertion order that outboundByHost needs.
 // It does not decide policy; package chain does.
 //
-// Semantics (semantics.md "Glob patterns"):
+// Semantics (docs/policy.md "Glob patterns"):
 //   - '*' matches any run of characters, dots and the empty run included;
 //   - a pattern without '*' matches exactly;
 //   - a CIDR entry matches IP-literal hosts inside the range;

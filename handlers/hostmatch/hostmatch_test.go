@@ -9,7 +9,7 @@ import (
 	"github.com/outbound-dev/outbound/internal/host"
 )
 
-// TestSpecGlobTable is every row of semantics.md "Glob patterns".
+// TestSpecGlobTable is every row of docs/policy.md "Glob patterns".
 func TestSpecGlobTable(t *testing.T) {
 	rows := []struct {
 		pattern string

@@ -12,7 +12,7 @@ import (
 	"github.com/outbound-dev/outbound/handlers/hostmatch"
 )
 
-// methods are the runtime methods of semantics.md, by name, with how many
+// methods are the runtime methods of docs/policy.md, by name, with how many
 // arguments each takes (min, max).
 var methods = map[string]struct {
 	min, max int

@@ -161,7 +161,7 @@ func viewJSON(t *testing.T, v View) string {
 	return string(b)
 }
 
-// TestViewJSON pins the instance view of interfaces.md.
+// TestViewJSON pins the instance view of docs/control-api.md.
 func TestViewJSON(t *testing.T) {
 	ctx := context.Background()
 	r, _ := newRegistry(t, nil)

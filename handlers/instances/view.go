@@ -9,7 +9,7 @@ import (
 	"github.com/outbound-dev/outbound/handlers/chain"
 )
 
-// View is an instance as the control API shows it (interfaces.md). The
+// View is an instance as the control API shows it (docs/control-api.md "The instance view"). The
 // lists are the effective ones: the runtime override if set, else the
 // class's. Stale, ClassMissing, Created, CAPersisted and CANotAfter are
 // additions.

@@ -12,13 +12,13 @@ import (
 // of `run --jail`) to host and port, decided exactly as a proxied one. An
 // unknown or deleted instance's connection is closed.
 func (s *App) ServeCaptured(ctx context.Context, conn net.Conn, id, host string, port int) {
-	in, ok := s.registry.Get(id)
-	if !ok || !in.Alive() {
+	inst, ok := s.registry.Get(id)
+	if !ok || !inst.Alive() {
 		s.log.Warn("captured connection for an instance that does not exist; closed", "instance", id, "host", host, "port", port)
 		conn.Close()
 		return
 	}
-	s.proxy.ServeCaptured(ctx, conn, proxy.Capture{Instance: in, Host: host, Port: port, Via: "jail"})
+	s.proxy.ServeCaptured(ctx, conn, proxy.Capture{Instance: inst, Host: host, Port: port, Via: "jail"})
 }
 
 // ProxyDialAddr is where a local client reaches the proxy listener: its

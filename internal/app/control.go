@@ -47,7 +47,7 @@ type statusView struct {
 	} `json:"script"`
 	Classes []string `json:"classes"`
 	// OutboundHandlers names each class's outboundHandlers, for the web
-	// page's handler switch. An addition to interfaces.md.
+	// page's handler switch. An addition to the contract, documented in docs/control-api.md.
 	OutboundHandlers map[string][]string `json:"outboundHandlers"`
 	Instances        int                 `json:"instances"`
 	// LocalInstances are the instances this replica serves (all of them,

@@ -87,7 +87,7 @@ type Store interface {
 	// Instance returns one instance; ErrNotFound if there is none.
 	Instance(ctx context.Context, id string) (Instance, error)
 	// CreateInstance stores a new instance; ErrExists if the id is taken.
-	CreateInstance(ctx context.Context, in Instance) error
+	CreateInstance(ctx context.Context, inst Instance) error
 	// DeleteInstance removes an instance and its overrides; ErrNotFound if
 	// there is none.
 	DeleteInstance(ctx context.Context, id string) error
