@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,6 +119,7 @@ func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	var mu sync.Mutex
 	var acked []string
 	stop := make(chan struct{})
 	writerDone := writeUntilStopped(stop, func(i int) error {
@@ -126,10 +128,17 @@ func TestKill9LosesNoAcknowledgedChange(t *testing.T) {
 		if _, err := c.Call(ctx, "sbx-1", "allowHost", []json.RawMessage{arg}); err != nil {
 			return err
 		}
+		mu.Lock()
 		acked = append(acked, h)
+		mu.Unlock()
 		return nil
 	})
-	time.Sleep(300 * time.Millisecond)
+	// Killed mid-stream, once some writes are in however slow the machine.
+	waitFor(t, "some writes to be acknowledged", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 10
+	})
 	cmd.Process.Kill()
 	cmd.Wait()
 	close(stop)

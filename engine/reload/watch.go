@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -28,6 +29,9 @@ type watcher struct {
 
 	kick  chan struct{} // setFiles asks run to sync the watched directories
 	ready chan struct{} // closed once run has set up its first watches
+	// watching is the directories the backend watches after the last
+	// sync, for tests that must not act before a watch is in place.
+	watching atomic.Pointer[[]string]
 
 	mu    sync.Mutex
 	files map[string]bool // absolute paths of interest, symlinks resolved too
@@ -224,4 +228,6 @@ func (w *watcher) sync(fsw *fsnotify.Watcher) {
 			}
 		}
 	}
+	now := fsw.WatchList()
+	w.watching.Store(&now)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,6 +54,23 @@ func startWatcher(t *testing.T, poll time.Duration, notify bool, files ...string
 	})
 	<-h.w.ready // the test's first write must not precede the watch
 	return h
+}
+
+// waitWatching waits until the backend watches dir (or no longer does).
+func (h *watchHarness) waitWatching(t *testing.T, dir string, want bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got := false
+		if l := h.w.watching.Load(); l != nil {
+			got = slices.Contains(*l, dir)
+		}
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watching %s = %v after 30s, want %v", dir, got, want)
+		}
+	}
 }
 
 // settle waits until no fire has happened for quiet, then returns the count.
@@ -170,7 +188,7 @@ func TestWatcherMissingDirectoryAppears(t *testing.T) {
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // a poll tick re-adds the directory
+	h.waitWatching(t, sub, true) // a poll tick re-adds the directory
 	write(t, file, "A=1")
 	if got := h.settle(t); got != 1 {
 		t.Fatalf("fires = %d, want 1", got)
@@ -184,7 +202,8 @@ func TestWatcherSetFilesMovesWatches(t *testing.T) {
 	write(t, fb, "1")
 	h := startWatcher(t, time.Hour, true, fa)
 	h.w.setFiles([]string{fb})
-	time.Sleep(200 * time.Millisecond) // run syncs the watches on the kick
+	h.waitWatching(t, b, true) // run syncs the watches on the kick
+	h.waitWatching(t, a, false)
 	write(t, fa, "2")
 	if got := h.settle(t); got != 0 {
 		t.Fatalf("fires after writing an unwatched file = %d, want 0", got)
@@ -229,12 +248,13 @@ func TestWatcherPollingOnly(t *testing.T) {
 	write(t, file, "v1")
 	h := startWatcher(t, 20*time.Millisecond, false, file)
 	write(t, file, "v2")
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); h.polls.Load() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("poll fires = %d after 30s, want several", h.polls.Load())
+		}
+	}
 	if h.fires.Load() != 0 {
 		t.Fatalf("event fires without notifications = %d", h.fires.Load())
-	}
-	if h.polls.Load() < 2 {
-		t.Fatalf("poll fires = %d, want several", h.polls.Load())
 	}
 }
 
