@@ -474,6 +474,10 @@ func (s *App) shutdown() {
 	<-adminDone
 }
 
+// handlerStopWait bounds how long Close waits for handlers that are still
+// running once their clients are gone.
+const handlerStopWait = 5 * time.Second
+
 // Close releases everything without waiting for connections.
 func (s *App) Close() error {
 	s.closeOnce.Do(func() {
@@ -490,7 +494,18 @@ func (s *App) Close() error {
 			s.transLn.Close()
 		}
 		if s.reloader != nil {
-			errs = append(errs, s.reloader.Close())
+			// Closing the script waits for every handler still running. The
+			// proxy has cut their clients already; a handler that ignores
+			// that is ended by its own timeout, which shutdown need not wait
+			// for.
+			done := make(chan error, 1)
+			go func() { done <- s.reloader.Close() }()
+			select {
+			case err := <-done:
+				errs = append(errs, err)
+			case <-time.After(handlerStopWait):
+				s.log.Warn("handlers still running after shutdown; not waiting for them", "waited", handlerStopWait.String())
+			}
 		}
 		if s.up != nil {
 			s.up.CloseIdleConnections()
