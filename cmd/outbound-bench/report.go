@@ -41,7 +41,7 @@ type Settings struct {
 	Reloads     int           `json:"reloads"`
 }
 
-// Scenario is one of the issue's six measurements.
+// Scenario is one of the harness's six measurements.
 type Scenario struct {
 	ID     int      `json:"id"`
 	Title  string   `json:"title"`
@@ -61,7 +61,7 @@ type Row struct {
 	Note        string  `json:"note,omitempty"`
 }
 
-// Check is one of the issue's targets next to what was measured.
+// Check is one of the performance targets next to what was measured.
 type Check struct {
 	Name     string  `json:"name"`
 	Value    float64 `json:"value"`
@@ -167,7 +167,7 @@ func (r *Report) WriteMarkdown(w io.Writer) {
 			}
 		}
 		if len(s.Checks) > 0 {
-			fmt.Fprintf(w, "\n| target from the issue | measured | wanted | |\n|---|--:|---|---|\n")
+			fmt.Fprintf(w, "\n| target | measured | wanted | |\n|---|--:|---|---|\n")
 			for _, c := range s.Checks {
 				fmt.Fprintf(w, "| %s | %s | %s | **%s** |\n", c.Name, c.Measured, c.Target, passMiss(c.Pass))
 			}
