@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"github.com/dop251/goja"
 
 	"github.com/outbound-dev/outbound/handlers/chain"
+	"github.com/outbound-dev/outbound/internal/testlog"
 )
 
 // named is a call of an outboundHandlers method of concurrent.js for
@@ -249,7 +249,7 @@ func TestRunawayHoldsOneRuntime(t *testing.T) {
 func TestInterleavedInvocationsStayApart(t *testing.T) {
 	g := newGate(t)
 	g.release()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	pl := newPool(t, "concurrent.js", PoolOptions{Size: 1, Fetch: newTransport(t),
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	const n = 8
@@ -297,23 +297,6 @@ func TestCancelledInvocationLeavesOthers(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // panicHook installs __testPanic, a binding that panics with a Go value, in
 // the runtimes of pools made during the test.
 func panicHook(t *testing.T) {
@@ -331,7 +314,7 @@ func panicHook(t *testing.T) {
 func TestLoopPanicUnderConcurrency(t *testing.T) {
 	panicHook(t)
 	g := newGate(t)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	pl := newPool(t, "concurrent.js", PoolOptions{Size: 1, Timeout: 30 * time.Second, Fetch: newTransport(t),
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	for round, tc := range []struct {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outbound-dev/outbound/handlers/chain"
+	"github.com/outbound-dev/outbound/internal/testlog"
 	"github.com/outbound-dev/outbound/jsapi"
 )
 
@@ -322,7 +323,7 @@ func TestAsyncHandler(t *testing.T) {
 }
 
 func TestInvocationLifecycle(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()

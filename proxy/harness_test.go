@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/outbound-dev/outbound/internal/decision"
+	"github.com/outbound-dev/outbound/internal/testlog"
 	"github.com/outbound-dev/outbound/proxy/ca"
 	"github.com/outbound-dev/outbound/proxy/har"
 	"github.com/outbound-dev/outbound/proxy/netguard"
@@ -134,23 +134,6 @@ func (b *fakeBackend) count() int {
 	return len(b.seen)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t       testing.TB
 	srv     *Server
@@ -159,7 +142,7 @@ type harness struct {
 	cas     *ca.Registry
 	har     *har.Store
 	reg     *prometheus.Registry
-	logs    *syncBuffer
+	logs    *testlog.Buffer
 	up      *upstream.Transport
 }
 
@@ -208,7 +191,7 @@ func newHarness(t testing.TB, ho harnessOpts) *harness {
 		}
 	}
 	backend := &fakeBackend{tokens: map[string]string{"a": tokenA, "b": tokenB}, rt: up, trivial: ho.discardLogs}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	var logger *slog.Logger
 	if ho.noAuditLog {
 		logger = slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outbound-dev/outbound/internal/app/apptest"
+	"github.com/outbound-dev/outbound/internal/testlog"
 	"github.com/outbound-dev/outbound/proxy/control/client"
 )
 
@@ -35,7 +35,7 @@ func TestSIGTERMCutsEndlessStream(t *testing.T) {
 	defer up.Close()
 	port := up.Listener.Addr().(*net.TCPAddr).Port
 
-	stderr := &apptest.LogBuffer{} // safe to read while the process writes
+	stderr := &testlog.Buffer{} // safe to read while the process writes
 	cmd := exec.Command(binary, "serve", "--script", passthroughScript, "--state", t.TempDir(),
 		"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json",
 		"--connect-to", fmt.Sprintf("events.test:80:127.0.0.1:%d", port), "--shutdown-grace", "1s")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/handlers/chain"
+	"github.com/outbound-dev/outbound/internal/testlog"
 )
 
 const testPoll = 200 * time.Millisecond
@@ -55,7 +56,7 @@ func versioned(t testing.TB, v int) string {
 // harness is a running Reloader with captured logs and OnLoad calls.
 type harness struct {
 	r        *Reloader
-	logs     *syncBuffer
+	logs     *testlog.Buffer
 	mu       sync.Mutex
 	onLoad   []error // one entry per load attempt after New
 	loadOK   atomic.Int32
@@ -64,7 +65,7 @@ type harness struct {
 
 func start(t testing.TB, opts Options, tune ...func(*Reloader)) *harness {
 	t.Helper()
-	h := &harness{logs: &syncBuffer{}}
+	h := &harness{logs: &testlog.Buffer{}}
 	if opts.Debounce == 0 {
 		opts.Debounce = testDebounce
 	}

@@ -1,18 +1,17 @@
 package reload
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/outbound-dev/outbound/internal/testlog"
 )
 
 // testDebounce leaves room for scheduling delays under -race on a busy
@@ -392,27 +391,9 @@ func (cm *configMap) update(t *testing.T, files map[string]string) {
 }
 
 // testLogger captures slog output; buf may be nil.
-func testLogger(buf *syncBuffer) *slog.Logger {
+func testLogger(buf *testlog.Buffer) *slog.Logger {
 	if buf == nil {
 		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

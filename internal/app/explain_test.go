@@ -20,11 +20,12 @@ import (
 	"github.com/outbound-dev/outbound/handlers/chain"
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/internal/app/apptest"
+	"github.com/outbound-dev/outbound/internal/testlog"
 )
 
 // audits returns the proxy's request records of one instance from a JSON
 // log.
-func audits(logs *apptest.LogBuffer, instance string) []auditRecord {
+func audits(logs *testlog.Buffer, instance string) []auditRecord {
 	var out []auditRecord
 	for _, line := range strings.Split(logs.String(), "\n") {
 		var r auditRecord
@@ -58,7 +59,7 @@ func TestExplainAgreesWithTraffic(t *testing.T) {
 	plainPort := plain.Listener.Addr().String()[len("127.0.0.1:"):]
 	tlsUp := apptest.NewTLSUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream") }),
 		"fwd.test", "raw.test", "api.allowed.test")
-	logs := &apptest.LogBuffer{}
+	logs := &testlog.Buffer{}
 	srv := apptest.Start(t, app.Config{
 		Script: "../../testdata/server/explain.js",
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),

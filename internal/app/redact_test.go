@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/outbound-dev/outbound/internal/testlog"
 	"github.com/outbound-dev/outbound/jsapi"
 )
 
@@ -46,7 +47,7 @@ func TestRedactHandlerScrubsEveryShape(t *testing.T) {
 // script go through the same redaction as everything else.
 func TestScriptCannotLogItsSecret(t *testing.T) {
 	const secret = "api-key-that-must-not-leak"
-	var buf syncBuf
+	var buf testlog.Buffer
 	dir := t.TempDir()
 	script, _ := filepath.Abs("../../testdata/server/logs-secret.js")
 	srv, err := New(context.Background(), Config{

@@ -16,11 +16,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/outbound-dev/outbound/internal/app"
+	"github.com/outbound-dev/outbound/internal/testlog"
 	"github.com/outbound-dev/outbound/proxy/ca"
 	"github.com/outbound-dev/outbound/proxy/control"
 	"github.com/outbound-dev/outbound/proxy/control/client"
@@ -30,32 +30,11 @@ import (
 type Server struct {
 	*app.App
 	Admin *client.Client
-	Log   *LogBuffer
-}
-
-// LogBuffer collects everything the server logs, so tests can grep it for
-// secrets.
-type LogBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (l *LogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	return len(p), nil
-}
-
-// String returns what was logged so far.
-func (l *LogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.buf)
+	Log   *testlog.Buffer
 }
 
 // Start runs a server for cfg, filling in loopback ephemeral listeners, a
-// temp state dir and a debug logger into a LogBuffer. It stops at cleanup.
+// temp state dir and a debug logger into a testlog.Buffer. It stops at cleanup.
 func Start(t testing.TB, cfg app.Config) *Server {
 	t.Helper()
 	if cfg.Listen == "" {
@@ -67,7 +46,7 @@ func Start(t testing.TB, cfg app.Config) *Server {
 	if cfg.StateDir == "" {
 		cfg.StateDir = t.TempDir()
 	}
-	logs := &LogBuffer{}
+	logs := &testlog.Buffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
