@@ -8,31 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outbound-dev/outbound/internal/store"
+	"github.com/outbound-dev/outbound/internal/store/storetest"
 )
 
 func TestKV(t *testing.T) {
 	ctx := context.Background()
 	kv := New("CACHE", nil)
-	if _, ok, err := kv.Get(ctx, "missing"); ok || err != nil {
-		t.Fatalf("Get on an empty namespace: %v %v", ok, err)
-	}
-	for _, p := range []struct{ k, v string }{{"a/1", "one"}, {"a/2", "two"}, {"a/3", ""}, {"b/1", "b"}} {
-		if err := kv.Put(ctx, p.k, []byte(p.v), time.Time{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	storetest.KV(t, kv)
 	if err := kv.Put(ctx, "", []byte("x"), time.Time{}); err == nil || !strings.Contains(err.Error(), "CACHE") {
 		t.Fatalf("empty key: %v", err)
-	}
-	if err := kv.Put(ctx, strings.Repeat("k", store.MaxKeyBytes+1), []byte("x"), time.Time{}); err == nil {
-		t.Fatal("overlong key accepted")
-	}
-	if v, ok, _ := kv.Get(ctx, "a/1"); !ok || string(v) != "one" {
-		t.Fatalf("Get a/1 = %q %v", v, ok)
-	}
-	if v, ok, _ := kv.Get(ctx, "a/3"); !ok || v == nil || len(v) != 0 {
-		t.Fatalf("empty value: %q %v", v, ok)
 	}
 	// The caller owns what it passed and what it got.
 	buf := []byte("mutable")
@@ -44,25 +28,6 @@ func TestKV(t *testing.T) {
 		t.Fatalf("stored value changed through a caller's slice: %q", again)
 	}
 	kv.Delete(ctx, "m")
-
-	keys, next, err := kv.List(ctx, "a/", "", 0)
-	if err != nil || !slices.Equal(keys, []string{"a/1", "a/2", "a/3"}) || next != "" {
-		t.Fatalf("List a/ = %v %q %v", keys, next, err)
-	}
-	keys, next, _ = kv.List(ctx, "", "", 2)
-	if !slices.Equal(keys, []string{"a/1", "a/2"}) || next != "a/2" {
-		t.Fatalf("page 1 = %v %q", keys, next)
-	}
-	keys, next, _ = kv.List(ctx, "", next, 2)
-	if !slices.Equal(keys, []string{"a/3", "b/1"}) || next != "" {
-		t.Fatalf("page 2 = %v %q", keys, next)
-	}
-	if err := kv.Delete(ctx, "a/1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := kv.Delete(ctx, "never"); err != nil {
-		t.Fatal(err)
-	}
 	snap := kv.Snapshot()
 	if len(snap) != 3 || string(snap["b/1"]) != "b" {
 		t.Fatalf("Snapshot = %q", snap)

@@ -206,15 +206,12 @@ func jsonEqual(a, b []byte) bool {
 	return string(ja) == string(jb)
 }
 
-func testKV(t *testing.T, b Backend) {
+// KV checks the contract of one binding's KV, in memory or in a store:
+// empty and overlong keys, empty values, listing and paging in key order,
+// deleting what is missing. It leaves a/2, a/3 and b/1 stored.
+func KV(t *testing.T, kv store.KV) {
+	t.Helper()
 	ctx := context.Background()
-	s, reopen := b.Fresh(t)
-	kv := s.KV("CACHE")
-	other := s.KV("OTHER")
-	var changes []store.Change
-	var mu sync.Mutex
-	defer s.Subscribe(func(c store.Change) { mu.Lock(); changes = append(changes, c); mu.Unlock() })()
-
 	if _, ok, err := kv.Get(ctx, "missing"); ok || err != nil {
 		t.Fatalf("Get on an empty binding: %v %v", ok, err)
 	}
@@ -235,9 +232,6 @@ func testKV(t *testing.T, b Backend) {
 	if v, ok, _ := kv.Get(ctx, "a/3"); !ok || v == nil || len(v) != 0 {
 		t.Fatalf("empty value: %q %v", v, ok)
 	}
-	if _, ok, _ := other.Get(ctx, "a/1"); ok {
-		t.Fatal("bindings share keys")
-	}
 	keys, next, err := kv.List(ctx, "a/", "", 0)
 	if err != nil || !slices.Equal(keys, []string{"a/1", "a/2", "a/3"}) || next != "" {
 		t.Fatalf("List a/ = %v %q %v", keys, next, err)
@@ -256,6 +250,21 @@ func testKV(t *testing.T, b Backend) {
 	if err := kv.Delete(ctx, "never"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func testKV(t *testing.T, b Backend) {
+	ctx := context.Background()
+	s, reopen := b.Fresh(t)
+	kv := s.KV("CACHE")
+	other := s.KV("OTHER")
+	var changes []store.Change
+	var mu sync.Mutex
+	defer s.Subscribe(func(c store.Change) { mu.Lock(); changes = append(changes, c); mu.Unlock() })()
+
+	KV(t, kv)
+	if _, ok, _ := other.Get(ctx, "b/1"); ok {
+		t.Fatal("bindings share keys")
+	}
 	if err := other.Delete(ctx, "never"); err != nil {
 		t.Fatal(err)
 	}
@@ -268,8 +277,7 @@ func testKV(t *testing.T, b Backend) {
 	}
 
 	kv2 := reopen(t).KV("CACHE")
-	keys, _, _ = kv2.List(ctx, "", "", 0)
-	if !slices.Equal(keys, []string{"a/2", "a/3", "b/1"}) {
+	if keys, _, _ := kv2.List(ctx, "", "", 0); !slices.Equal(keys, []string{"a/2", "a/3", "b/1"}) {
 		t.Fatalf("keys after reopen = %v", keys)
 	}
 	if v, ok, _ := kv2.Get(ctx, "b/1"); !ok || string(v) != "b" {
