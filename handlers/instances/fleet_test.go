@@ -260,6 +260,52 @@ func TestFleetRestartAdopts(t *testing.T) {
 	}
 }
 
+// beforeSetHome is a store that runs a hook just before SetHome: another
+// replica's write landing between a restart's read and its adoption.
+type beforeSetHome struct {
+	store.Store
+	hook func()
+}
+
+func (s *beforeSetHome) SetHome(ctx context.Context, id, home string, caCert []byte) (store.Instance, error) {
+	s.hook()
+	return s.Store.SetHome(ctx, id, home, caCert)
+}
+
+// TestFleetRestartKeepsInterleavedWrite: a write by another replica
+// between the restarting home's read and its SetHome is served at once;
+// its notification carries no newer revision, so it is the only chance.
+func TestFleetRestartKeepsInterleavedWrite(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t, redistest.Options{})
+	a := newReplica(t, openRedis(t, rs.URL()), "10.0.0.1:3128")
+	b := newReplica(t, openRedis(t, rs.URL()), "10.0.0.2:3128")
+	_, tok, err := a.Create(ctx, "sbx-1", "MySandbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+
+	wrote := false
+	st := &beforeSetHome{Store: openRedis(t, rs.URL()), hook: func() {
+		if _, err := b.Call(ctx, "sbx-1", "denyHost", raws(`"evil.com"`)); err != nil {
+			t.Error(err)
+		}
+		wrote = true
+	}}
+	a2 := newReplica(t, st, "10.0.0.1:3128")
+	if !wrote {
+		t.Fatal("SetHome was not called")
+	}
+	inst, ok := a2.Authenticate("sbx-1", tok)
+	if !ok {
+		t.Fatal("the restarted home does not serve sbx-1")
+	}
+	if got := inst.Overrides().DeniedHosts; !slices.Equal(got, []string{"evil.com"}) {
+		t.Fatalf("the restarted home serves denied hosts %v, want the deny written during its restart", got)
+	}
+}
+
 // dropRemote is a store whose subscribers miss every change other
 // processes make, until told to resync: a change feed that was away.
 type dropRemote struct {

@@ -241,7 +241,14 @@ func (r *Registry) adopt(ctx context.Context, inst *Instance) error {
 		if err != nil {
 			return fmt.Errorf("restore instance %s: %w", inst.id, err)
 		}
-		st.rev = rec.Rev
+		// All of it from the record as written: another replica's write
+		// since Instances() is behind this revision, so the change feed
+		// would skip it and stale overrides would be served.
+		fresh, err := r.stateOf(rec, true)
+		if err != nil {
+			return fmt.Errorf("restore instance %s: %w", inst.id, err)
+		}
+		st = *fresh
 	}
 	st.home, st.caCert, st.local = r.opts.Home, cert, true
 	inst.state.Store(&st)

@@ -638,18 +638,43 @@ func (s *Store) UpdateOverrides(ctx context.Context, id string, fn func(json.Raw
 	return store.Instance{}, fmt.Errorf("%s: %d concurrent writers won in a row; giving up", what, maxUpdateTries)
 }
 
-// SetHome implements store.Store.
+// setHomeScript writes home and certificate, bumps the revision, publishes
+// and returns the record as written (HGETALL), or an empty list for no
+// such instance.
+var setHomeScript = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+redis.call('HSET', KEYS[1], 'home', ARGV[1], 'caCert', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'rev', 1)
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return redis.call('HGETALL', KEYS[1])`)
+
+// SetHome implements store.Store. The record comes back from the same
+// script: a read after it could see a later write, or none at all.
 func (s *Store) SetHome(ctx context.Context, id, home string, caCert []byte) (store.Instance, error) {
 	if err := ctx.Err(); err != nil {
 		return store.Instance{}, err
 	}
+	what := "set home of " + id
 	ch := store.Change{Kind: store.HomeChanged, ID: id}
-	if _, err := s.setFields(ctx, "set home of "+id, ch, "", fHome, home, fCA, string(caCert)); err != nil {
-		return store.Instance{}, err
+	octx, cancel := s.op(ctx)
+	defer cancel()
+	kv, err := setHomeScript.Run(octx, s.c, []string{s.keys.instance(id)}, home, string(caCert), s.keys.channel(), s.encode(ch)).StringSlice()
+	if err != nil {
+		return store.Instance{}, s.fail(ctx, what, err)
 	}
-	s.Notify(ch)
-	// Read it back for the caller: the revision and the other fields.
-	return s.Instance(ctx, id)
+	if len(kv) == 0 {
+		return store.Instance{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	s.Notify(ch) // committed, whatever the decoding below says
+	h := make(map[string]string, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		h[kv[i]] = kv[i+1]
+	}
+	inst, err := decodeInstance(id, h)
+	if err != nil {
+		return store.Instance{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return inst, nil
 }
 
 // ---- home claims ----
