@@ -91,9 +91,6 @@ type Store interface {
 	// DeleteInstance removes an instance and its overrides; ErrNotFound if
 	// there is none.
 	DeleteInstance(ctx context.Context, id string) error
-	// PutOverrides replaces an instance's overrides (JSON); ErrNotFound if
-	// there is no such instance.
-	PutOverrides(ctx context.Context, id string, overrides json.RawMessage) error
 	// UpdateOverrides is a read-modify-write of an instance's overrides that
 	// no concurrent write, by this process or another, can interleave: fn
 	// gets the current overrides (nil when none) and returns the new ones.

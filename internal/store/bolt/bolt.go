@@ -257,18 +257,6 @@ func (s *Bolt) DeleteInstance(ctx context.Context, id string) error {
 	return nil
 }
 
-// PutOverrides implements store.Store.
-func (s *Bolt) PutOverrides(ctx context.Context, id string, v json.RawMessage) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if !json.Valid(v) {
-		return fmt.Errorf("save overrides of %s: not JSON", id)
-	}
-	_, err := s.UpdateOverrides(ctx, id, func(json.RawMessage) (json.RawMessage, error) { return v, nil })
-	return err
-}
-
 // UpdateOverrides implements store.Store: one bbolt write transaction, so
 // nothing interleaves.
 func (s *Bolt) UpdateOverrides(ctx context.Context, id string, fn func(json.RawMessage) (json.RawMessage, error)) (store.Instance, error) {

@@ -167,7 +167,7 @@ func TestCrashChild(t *testing.T) {
 		}
 		fmt.Printf("instance %s\n", id)
 		o := fmt.Sprintf(`{"deniedHosts":["h%d.com"]}`, i)
-		if err := s.PutOverrides(ctx, id, json.RawMessage(o)); err != nil {
+		if _, err := s.UpdateOverrides(ctx, id, func(json.RawMessage) (json.RawMessage, error) { return json.RawMessage(o), nil }); err != nil {
 			fmt.Println("overrides:", err)
 			os.Exit(2)
 		}

@@ -583,22 +583,6 @@ func (s *Store) setFields(ctx context.Context, what string, ch store.Change, exp
 	return n, nil
 }
 
-// PutOverrides implements store.Store.
-func (s *Store) PutOverrides(ctx context.Context, id string, v json.RawMessage) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if !json.Valid(v) {
-		return fmt.Errorf("save overrides of %s: not JSON", id)
-	}
-	ch := store.Change{Kind: store.OverridesChanged, ID: id}
-	if _, err := s.setFields(ctx, "save overrides of "+id, ch, "", fOv, string(v)); err != nil {
-		return err
-	}
-	s.Notify(ch)
-	return nil
-}
-
 // maxUpdateTries bounds optimistic retries; each loss means another
 // writer committed, so running out takes sustained contention.
 const maxUpdateTries = 100

@@ -118,7 +118,7 @@ func TestOutage(t *testing.T) {
 	if h.Err == "" || h.Backend != "redis" || h.Addr != "redis://"+srv.Addr()+"/0" {
 		t.Fatalf("health while down: %+v", h)
 	}
-	err := s1.PutOverrides(ctx, "a", json.RawMessage(`{}`))
+	_, err := s1.UpdateOverrides(ctx, "a", func(json.RawMessage) (json.RawMessage, error) { return json.RawMessage(`{}`), nil })
 	if !errors.Is(err, store.ErrUnavailable) || !strings.HasPrefix(err.Error(), "store unavailable: ") {
 		t.Fatalf("write during the outage: %v, want store unavailable: …", err)
 	}
@@ -142,7 +142,7 @@ func TestOutage(t *testing.T) {
 	if s2.Health().Resyncs == 0 {
 		t.Fatalf("health counts no resync: %+v", s2.Health())
 	}
-	if err := s1.PutOverrides(ctx, "a", json.RawMessage(`{"x":1}`)); err != nil {
+	if _, err := s1.UpdateOverrides(ctx, "a", func(json.RawMessage) (json.RawMessage, error) { return json.RawMessage(`{"x":1}`), nil }); err != nil {
 		t.Fatalf("write after the outage: %v", err)
 	}
 	inst, err := s2.Instance(ctx, "a")

@@ -70,10 +70,10 @@ func testInstances(t *testing.T, b Backend) {
 		t.Fatalf("duplicate create: %v, want ErrExists", err)
 	}
 	ov := json.RawMessage(`{"allowedHosts":[],"deniedHosts":["evil.com"],"outboundHandler":{"method":"h","params":{"x":1}},"outboundByHost":null}`)
-	if err := s.PutOverrides(ctx, "sbx-a", ov); err != nil {
+	if _, err := s.UpdateOverrides(ctx, "sbx-a", set(ov)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutOverrides(ctx, "sbx-missing", ov); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.UpdateOverrides(ctx, "sbx-missing", set(ov)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("overrides of a missing instance: %v, want ErrNotFound", err)
 	}
 	if _, err := s.Instance(ctx, "sbx-missing"); !errors.Is(err, store.ErrNotFound) {
@@ -436,7 +436,7 @@ func testRemoteChanges(t *testing.T, b Backend) {
 	if err := s1.CreateInstance(ctx, store.Instance{ID: "r", Class: "C", Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s1.PutOverrides(ctx, "r", json.RawMessage(`{"deniedHosts":["x.com"]}`)); err != nil {
+	if _, err := s1.UpdateOverrides(ctx, "r", set(json.RawMessage(`{"deniedHosts":["x.com"]}`))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s1.SetHome(ctx, "r", "127.0.0.1:1", []byte("cert")); err != nil {
@@ -602,4 +602,9 @@ func testClaimHome(t *testing.T, b Backend) {
 	if h := sh2.Health(); !h.Up || h.ClaimLost {
 		t.Fatalf("health %+v", h)
 	}
+}
+
+// set is an UpdateOverrides step that replaces the overrides with v.
+func set(v json.RawMessage) func(json.RawMessage) (json.RawMessage, error) {
+	return func(json.RawMessage) (json.RawMessage, error) { return v, nil }
 }
