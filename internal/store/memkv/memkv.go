@@ -17,9 +17,6 @@ import (
 	"github.com/outbound-dev/outbound/internal/store"
 )
 
-// maxList is Workers KV's default and largest page.
-const maxList = 1000
-
 // KV is an in-memory store.KV. The zero value is not usable; call New.
 type KV struct {
 	name string
@@ -48,8 +45,8 @@ func New(binding string, now func() time.Time) *KV {
 var _ store.KV = (*KV)(nil)
 
 func (k *KV) checkKey(op, key string) error {
-	if key == "" || len(key) > store.MaxKeyBytes {
-		return fmt.Errorf("KV %s %s: key must be 1..%d bytes, got %d", k.name, op, store.MaxKeyBytes, len(key))
+	if err := store.CheckKey(key); err != nil {
+		return fmt.Errorf("%s %s: %w", k.name, op, err)
 	}
 	return nil
 }
@@ -99,16 +96,16 @@ func (k *KV) List(ctx context.Context, prefix, cursor string, limit int) ([]stri
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
 	}
-	if limit <= 0 || limit > maxList {
-		limit = maxList
-	}
-	all := k.Snapshot()
-	keys := make([]string, 0, len(all))
-	for key := range all {
-		if strings.HasPrefix(key, prefix) && key > cursor {
+	limit = store.PageSize(limit)
+	keys := []string{} // not nil: an empty listing is still a list
+	k.mu.Lock()
+	now := k.now()
+	for key, e := range k.data {
+		if strings.HasPrefix(key, prefix) && key > cursor && e.live(now) {
 			keys = append(keys, key)
 		}
 	}
+	k.mu.Unlock()
 	sort.Strings(keys)
 	if len(keys) > limit {
 		return keys[:limit], keys[limit-1], nil

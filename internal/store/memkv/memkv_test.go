@@ -8,9 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/storetest"
 )
 
+func TestKVContract(t *testing.T) {
+	storetest.RunKV(t, func(_ *testing.T, binding string) store.KV { return New(binding, nil) })
+}
+
+// TestKV: what memkv adds to the contract.
 func TestKV(t *testing.T) {
 	ctx := context.Background()
 	kv := New("CACHE", nil)

@@ -32,13 +32,22 @@ type Backend struct {
 	Second func(t *testing.T, s store.Store) store.Store
 }
 
+// RunKV runs the KV contract, paging and expiry against bindings that
+// live outside a store (memkv); fresh returns an empty one.
+func RunKV(t *testing.T, fresh func(t *testing.T, binding string) store.KV) {
+	t.Run("KV", func(t *testing.T) { KV(t, fresh(t, "CACHE")) })
+	t.Run("KVPaging", func(t *testing.T) { testKVPaging(t, fresh(t, "PAGES")) })
+	t.Run("KVExpiry", func(t *testing.T) { testKVExpiry(t, fresh(t, "TTL")) })
+}
+
 // Run runs the whole suite.
 func Run(t *testing.T, b Backend) {
 	t.Run("Instances", func(t *testing.T) { testInstances(t, b) })
 	t.Run("UpdateOverrides", func(t *testing.T) { testUpdateOverrides(t, b) })
 	t.Run("KV", func(t *testing.T) { testKV(t, b) })
-	t.Run("KVPaging", func(t *testing.T) { testKVPaging(t, b) })
-	t.Run("KVExpiry", func(t *testing.T) { testKVExpiry(t, b) })
+	fresh := func(t *testing.T, binding string) store.KV { s, _ := b.Fresh(t); return s.KV(binding) }
+	t.Run("KVPaging", func(t *testing.T) { testKVPaging(t, fresh(t, "PAGES")) })
+	t.Run("KVExpiry", func(t *testing.T) { testKVExpiry(t, fresh(t, "TTL")) })
 	t.Run("CanceledContext", func(t *testing.T) { testCanceled(t, b) })
 	if b.Second == nil {
 		return
@@ -287,10 +296,8 @@ func testKV(t *testing.T, b Backend) {
 
 // testKVPaging lists more keys than a page holds, with expired keys and
 // keys outside the prefix around the pages, and checks every page.
-func testKVPaging(t *testing.T, b Backend) {
+func testKVPaging(t *testing.T, kv store.KV) {
 	ctx := context.Background()
-	s, _ := b.Fresh(t)
-	kv := s.KV("PAGES")
 	var want []string
 	past := time.Now().Add(-time.Second)
 	for i := 0; i < 1205; i++ {
@@ -356,10 +363,8 @@ func testKVPaging(t *testing.T, b Backend) {
 // testKVExpiry uses the wall clock: an expiry in the past hides a key at
 // once, one far ahead keeps it, and a short one ends within a bound that a
 // busy machine cannot miss.
-func testKVExpiry(t *testing.T, b Backend) {
+func testKVExpiry(t *testing.T, kv store.KV) {
 	ctx := context.Background()
-	s, _ := b.Fresh(t)
-	kv := s.KV("TTL")
 	if err := kv.Put(ctx, "past", []byte("x"), time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
