@@ -132,6 +132,24 @@ func (s *Scope) log(level slog.Level, msg string) {
 	s.logger.Log(ctx, level, msg, "source", "console")
 }
 
+// ConsoleAttrs reports whether rec is a handler's console line, as
+// Scope.log writes it, with its instance and class ("" when unnamed).
+// Log handlers read console lines with it, not by the attribute names.
+func ConsoleAttrs(rec slog.Record) (instance, class string, ok bool) {
+	rec.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "source":
+			ok = a.Value.Kind() == slog.KindString && a.Value.String() == "console"
+		case "instance":
+			instance = a.Value.String()
+		case "class":
+			class = a.Value.String()
+		}
+		return true
+	})
+	return instance, class, ok
+}
+
 // logUncaught reports an exception nobody caught (in a timer, a listener or a
 // microtask).
 func (r *Realm) logUncaught(v goja.Value) {

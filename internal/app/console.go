@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/outbound-dev/outbound/internal/events"
+	"github.com/outbound-dev/outbound/jsapi"
 )
 
 // consoleTap copies handlers' console lines (records with source=console,
@@ -44,18 +45,7 @@ func (h consoleTap) WithGroup(name string) slog.Handler {
 
 // consoleLine reads a console record's instance and class.
 func consoleLine(rec slog.Record) (events.Console, bool) {
-	c := events.Console{Time: rec.Time, Message: rec.Message, Level: strings.ToLower(rec.Level.String())}
-	console := false
-	rec.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "source":
-			console = a.Value.Kind() == slog.KindString && a.Value.String() == "console"
-		case "instance":
-			c.Instance = a.Value.String()
-		case "class":
-			c.Class = a.Value.String()
-		}
-		return true
-	})
-	return c, console
+	instance, class, ok := jsapi.ConsoleAttrs(rec)
+	return events.Console{Time: rec.Time, Message: rec.Message, Level: strings.ToLower(rec.Level.String()),
+		Instance: instance, Class: class}, ok
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+
+	"github.com/outbound-dev/outbound/jsapi"
 )
 
 // captureHandler puts log records under the test they belong to: every
@@ -28,13 +30,11 @@ func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
 	if tr == nil {
 		return nil
 	}
-	console := false
+	_, _, console := jsapi.ConsoleAttrs(r)
 	var extra []string
 	add := func(a slog.Attr) bool {
 		switch a.Key {
-		case "source":
-			console = console || a.Value.String() == "console"
-		case "instance", "class":
+		case "source", "instance", "class":
 		default:
 			extra = append(extra, fmt.Sprintf("%s=%v", a.Key, a.Value))
 		}
