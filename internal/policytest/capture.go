@@ -44,14 +44,14 @@ func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
 		add(a)
 	}
 	r.Attrs(add)
-	msg := h.shorten(r.Message)
+	msg := shorten(h.dir, r.Message)
 	switch {
 	case console:
 		tr.log(consoleLabel(r.Level) + ": " + msg)
 	case r.Level >= slog.LevelInfo:
 		line := "outbound: " + msg
 		if len(extra) > 0 {
-			line += " " + h.shorten(strings.Join(extra, " "))
+			line += " " + shorten(h.dir, strings.Join(extra, " "))
 		}
 		tr.log(line)
 	}
@@ -72,11 +72,11 @@ func consoleLabel(l slog.Level) string {
 }
 
 // shorten makes paths under dir relative, as the report shows them.
-func (h *captureHandler) shorten(s string) string {
-	if h.dir == "" {
+func shorten(dir, s string) string {
+	if dir == "" {
 		return s
 	}
-	return strings.ReplaceAll(s, h.dir+string(filepath.Separator), "")
+	return strings.ReplaceAll(s, dir+string(filepath.Separator), "")
 }
 
 func (h *captureHandler) WithAttrs(attrs []slog.Attr) slog.Handler {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -179,7 +180,7 @@ func (f *fileRun) dispatch(ctx context.Context, tr *testRun, st *setup, req *htt
 			if out.Handler != "" {
 				what = "handler " + out.Handler
 			}
-			tr.log(fmt.Sprintf("error: %s: %s", what, (&captureHandler{dir: f.r.opts.Dir}).shorten(out.Err.Error())))
+			tr.log(fmt.Sprintf("error: %s: %s", what, shorten(f.r.opts.Dir, out.Err.Error())))
 		}
 	}
 	d := &dispatched{resp: resp, kv: map[string]kvResult{}}
@@ -296,7 +297,7 @@ func (s *session) dispatchJS(call goja.FunctionCall) goja.Value {
 	}
 	if b, ok := call.Argument(3).Export().([]byte); ok {
 		body := bytes.Clone(b)
-		req.Body = readCloser{bytes.NewReader(body)}
+		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.ContentLength = int64(len(body))
 	}
 	p, resolve, reject := vm.NewPromise()
@@ -379,7 +380,3 @@ func optString(vm *goja.Runtime, s *string) goja.Value {
 	}
 	return vm.ToValue(*s)
 }
-
-type readCloser struct{ *bytes.Reader }
-
-func (readCloser) Close() error { return nil }

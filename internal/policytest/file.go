@@ -46,7 +46,6 @@ func (r *runner) load(ctx context.Context, path string) *script {
 // leave.
 type fileRun struct {
 	r       *runner
-	path    string
 	script  *script
 	scripts policy.Scripts
 	pool    *engine.Pool
@@ -85,7 +84,7 @@ func (r *runner) runFile(ctx context.Context, path string) Summary {
 		return fileFail("%s", r.relErr(err))
 	}
 
-	f := &fileRun{r: r, path: path, script: sc, timeout: r.opts.Timeout}
+	f := &fileRun{r: r, script: sc, timeout: r.opts.Timeout}
 	f.router = &router{}
 	f.scripts = staticScripts{&policy.Script{Policy: sc.pol, Info: sc.prog.Info()}}
 	f.pool, err = engine.NewPool(sc.prog, engine.PoolOptions{
@@ -170,7 +169,7 @@ func (r *runner) relErr(err error) string {
 	if errors.As(err, &se) {
 		return fmt.Sprintf("%s:%d:%d: %s", r.rel(se.File), se.Line, se.Col, se.Msg)
 	}
-	return strings.ReplaceAll(msg, r.opts.Dir+string(filepath.Separator), "")
+	return shorten(r.opts.Dir, msg)
 }
 
 // scriptErr describes why the script under test cannot be used.
