@@ -54,7 +54,6 @@ type App struct {
 	har      *har.Store
 	up       *upstream.Transport
 	proxy    *proxy.Server
-	live     atomic.Pointer[proxy.Server] // s.proxy, for callbacks that may run before it exists
 	admin    *http.Server
 	proxyLn  net.Listener
 	adminLn  net.Listener
@@ -235,7 +234,6 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.live.Store(s.proxy)
 	s.admin = &http.Server{
 		Handler: control.Handler(control.Options{
 			Backend: &controlBackend{s}, Token: cfg.AdminToken, Logger: cfg.Logger,
@@ -344,10 +342,12 @@ func (s *App) remoteApplied(id string) {
 // policyChanged decides the open opaque tunnels of instance id ("" for
 // every instance) again, after a change of its policy: a runtime method or
 // another replica's write (the registry's OnChange), or a reloaded script
-// (OnLoad). Whatever path changes policy ends here.
+// (OnLoad). Whatever path changes policy ends here. Only the first load,
+// inside reload.New, comes before the proxy exists; every later caller
+// starts after New returns.
 func (s *App) policyChanged(id string) {
-	if px := s.live.Load(); px != nil {
-		px.Redecide(context.Background(), id)
+	if s.proxy != nil {
+		s.proxy.Redecide(context.Background(), id)
 	}
 }
 
