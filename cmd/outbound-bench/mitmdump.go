@@ -8,8 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"time"
+
+	"github.com/outbound-dev/outbound/internal/serveproc"
 )
 
 // mitm is mitmdump running testdata/bench/inject_addon.py, the peer the
@@ -23,12 +24,19 @@ type mitm struct {
 // startMitmdump runs bin on a free loopback port with its config (and CA)
 // in dir, trusting upstreamCA for its upstream TLS.
 func startMitmdump(ctx context.Context, bin, dir, addon, upstreamCA, token string) (*mitm, error) {
-	port, err := freePort()
+	// mitmdump takes a port number and reports no ephemeral one back: in
+	// the window before it binds, another process could take the port and
+	// the start would fail.
+	addr, err := serveproc.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin,
-		"--listen-host", "127.0.0.1", "--listen-port", strconv.Itoa(port),
+		"--listen-host", "127.0.0.1", "--listen-port", port,
 		"--set", "confdir="+dir,
 		"--set", "ssl_verify_upstream_trusted_ca="+upstreamCA,
 		"--set", "flow_detail=0",
@@ -45,7 +53,7 @@ func startMitmdump(ctx context.Context, bin, dir, addon, upstreamCA, token strin
 		return nil, fmt.Errorf("mitmdump: start %s: %w", bin, err)
 	}
 	m := &mitm{child: newChild("mitmdump", cmd, nil)}
-	m.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	m.Addr = addr
 	if err := waitTCP(ctx, m.Addr, 30*time.Second); err != nil {
 		m.Stop()
 		return nil, fmt.Errorf("mitmdump (log in %s): %w", log.Name(), err)
@@ -58,16 +66,4 @@ func startMitmdump(ctx context.Context, bin, dir, addon, upstreamCA, token strin
 	m.CAPool = x509.NewCertPool()
 	m.CAPool.AppendCertsFromPEM(pem)
 	return m, nil
-}
-
-// freePort asks the kernel for a free loopback port. mitmdump takes a port
-// number and does not report an ephemeral one back, so there is a small
-// window in which another process could take it; start would then fail.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -23,12 +23,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/outbound-dev/outbound/internal/platform"
+	"github.com/outbound-dev/outbound/internal/serveproc"
 )
 
 // Options configure Start.
@@ -47,7 +49,7 @@ type Server struct {
 	t    testing.TB
 	bin  string
 	dir  string
-	port int
+	addr string // 127.0.0.1:PORT
 	opts Options
 
 	mu   sync.Mutex
@@ -80,7 +82,7 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	var err error
 	for try := 0; try < 5; try++ {
-		if s.port, err = freePort(); err != nil {
+		if s.addr, err = serveproc.FreeAddr(); err != nil {
 			t.Fatal(err)
 		}
 		if err = s.start(); err == nil {
@@ -94,18 +96,8 @@ func Start(t testing.TB, opts Options) *Server {
 	return s
 }
 
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Addr is HOST:PORT.
-func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+func (s *Server) Addr() string { return s.addr }
 
 // URL is the store URL of database 0, with the password if there is one,
 // and for TLS the certificate to trust.
@@ -153,12 +145,16 @@ func (s *Server) writeCert() error {
 func (s *Server) Dir() string { return s.dir }
 
 func (s *Server) start() error {
+	_, portNum, err := net.SplitHostPort(s.addr)
+	if err != nil {
+		return err
+	}
 	port := "--port"
 	if s.opts.TLS {
 		port = "--tls-port"
 	}
 	args := []string{
-		port, strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+		port, portNum, "--bind", "127.0.0.1", "--dir", s.dir,
 		"--appendonly", "yes", "--appendfsync", "always", "--save", "",
 		"--daemonize", "no", "--logfile", "", "--loglevel", "notice",
 	}
@@ -173,6 +169,9 @@ func (s *Server) start() error {
 		args = append(append(args, "--user"), strings.Fields(u)...)
 	}
 	cmd := exec.Command(s.bin, args...)
+	// A test binary killed by its timeout skips Cleanup; take the server
+	// down with it.
+	platform.DieWithParent(cmd)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -206,7 +205,7 @@ func (s *Server) start() error {
 	case <-exit:
 		logMu.Lock()
 		defer logMu.Unlock()
-		return fmt.Errorf("redis-server on port %d exited: %s", s.port, strings.TrimSpace(log.String()))
+		return fmt.Errorf("redis-server on %s exited: %s", s.addr, strings.TrimSpace(log.String()))
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		<-exit
