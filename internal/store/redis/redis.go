@@ -554,18 +554,18 @@ func (s *Store) DeleteInstance(ctx context.Context, id string) error {
 }
 
 // setFieldsScript writes fields of an instance if its revision is still
-// ARGV[1] (or ARGV[1] is empty), bumps the revision and publishes.
+// ARGV[1], bumps the revision and publishes.
 // Returns the new revision, -1 for no such instance, -2 for a conflict.
 var setFieldsScript = goredis.NewScript(`
 local rev = redis.call('HGET', KEYS[1], 'rev')
 if not rev then return -1 end
-if ARGV[1] ~= '' and rev ~= ARGV[1] then return -2 end
+if rev ~= ARGV[1] then return -2 end
 for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 local n = redis.call('HINCRBY', KEYS[1], 'rev', 1)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n`)
 
-// setFields runs setFieldsScript; expect is "" for an unconditional write.
+// setFields runs setFieldsScript: the write happens only at revision expect.
 func (s *Store) setFields(ctx context.Context, what string, ch store.Change, expect string, fields ...string) (int64, error) {
 	octx, cancel := s.op(ctx)
 	defer cancel()
