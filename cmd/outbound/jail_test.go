@@ -330,6 +330,13 @@ func tunClosedToOthers() bool {
 	return err == nil && st.Mode().Perm()&0o006 != 0o006
 }
 
+// TestJailChildGetsNoOutboundSecrets: the jailed command's environment is
+// built as run's is, without outbound's secrets.
+func TestJailChildGetsNoOutboundSecrets(t *testing.T) {
+	requireJail(t)
+	checkChildGetsNoSecrets(t, "run", "--jail")
+}
+
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	t.Helper()
 	b, err := os.ReadFile(from)

@@ -221,6 +221,41 @@ func TestRunChildrenTrustTheMITM(t *testing.T) {
 	}
 }
 
+// TestRunChildGetsNoOutboundSecrets: the admin token, the store URL (a
+// Redis password) and an instance token in the wrapper's environment do not
+// reach the command.
+func TestRunChildGetsNoOutboundSecrets(t *testing.T) {
+	checkChildGetsNoSecrets(t, "run")
+}
+
+// checkChildGetsNoSecrets runs `env` under `outbound run` with args and
+// fails if outbound's secret variables reached it.
+func checkChildGetsNoSecrets(t *testing.T, args ...string) {
+	t.Helper()
+	secrets := map[string]string{
+		"OUTBOUND_ADMIN_TOKEN":    "admin-secret-4c1e",
+		"OUTBOUND_STORE":          "bolt:" + filepath.Join(t.TempDir(), "store-secret-9b2d.db"),
+		"OUTBOUND_INSTANCE_TOKEN": "instance-secret-77af",
+	}
+	var env []string
+	for k, v := range secrets {
+		env = append(env, k+"="+v)
+	}
+	args = append(args, "--script", examplePath("json-block.js"), "--", "env")
+	out, stderr, code := outbound(t, env, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, stderr)
+	}
+	if !strings.Contains(out, "OUTBOUND_INSTANCE_ID=") {
+		t.Fatalf("the child's env is not the instance's:\n%s", out)
+	}
+	for k, v := range secrets {
+		if strings.Contains(out, k+"=") || strings.Contains(out, v) {
+			t.Errorf("%s reached the child", k)
+		}
+	}
+}
+
 func TestRunExitStatusAndTempFiles(t *testing.T) {
 	out, _, code := outbound(t, nil, "run", "--script", examplePath("json-block.js"), "--",
 		"sh", "-c", `echo "$SSL_CERT_FILE"; exit 7`)

@@ -28,6 +28,11 @@ var bundleVars = []string{"SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE
 // removed are unset so that nothing bypasses the proxy.
 var removed = []string{"NO_PROXY", "no_proxy"}
 
+// secretVars are outbound's own secrets, which the parent may hold: the
+// admin token, a store URL that may carry the Redis password, and an
+// instance token (the child's own is in the proxy variables).
+var secretVars = []string{"OUTBOUND_ADMIN_TOKEN", "OUTBOUND_STORE", "OUTBOUND_INSTANCE_TOKEN"}
+
 // Paths of the two files a child needs.
 type Paths struct {
 	CA     string // the instance CA alone
@@ -51,9 +56,9 @@ func Vars(id, proxyURL string, p Paths) [][2]string {
 }
 
 // Merge returns base (KEY=VALUE entries, as os.Environ) with the instance
-// variables set and the bypass variables removed.
+// variables set and the bypass and secret variables removed.
 func Merge(base []string, vars [][2]string) []string {
-	drop := slices.Clone(removed)
+	drop := slices.Concat(removed, secretVars)
 	for _, kv := range vars {
 		drop = append(drop, kv[0])
 	}

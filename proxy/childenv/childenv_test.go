@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-func TestMergeSetsContractAndDropsBypass(t *testing.T) {
-	base := []string{"PATH=/bin", "NO_PROXY=*", "no_proxy=localhost", "HTTP_PROXY=http://old", "HOME=/root"}
+func TestMergeSetsContractAndDropsBypassAndSecrets(t *testing.T) {
+	base := []string{"PATH=/bin", "NO_PROXY=*", "no_proxy=localhost", "HTTP_PROXY=http://old", "HOME=/root",
+		"OUTBOUND_ADMIN_TOKEN=admin-secret", "OUTBOUND_STORE=redis://u:redis-secret@r:6379/0", "OUTBOUND_INSTANCE_TOKEN=other-token"}
 	env := Merge(base, Vars("sbx-1", "http://sbx-1:tok@127.0.0.1:3128", Paths{CA: "/t/ca.pem", Bundle: "/t/b.pem"}))
 	get := func(k string) (string, bool) {
 		for _, e := range env {
@@ -32,9 +33,14 @@ func TestMergeSetsContractAndDropsBypass(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
 	}
-	for _, k := range []string{"NO_PROXY", "no_proxy"} {
+	for _, k := range []string{"NO_PROXY", "no_proxy", "OUTBOUND_ADMIN_TOKEN", "OUTBOUND_STORE", "OUTBOUND_INSTANCE_TOKEN"} {
 		if _, ok := get(k); ok {
 			t.Errorf("%s still set", k)
+		}
+	}
+	for _, secret := range []string{"admin-secret", "redis-secret", "other-token"} {
+		if slices.ContainsFunc(env, func(e string) bool { return strings.Contains(e, secret) }) {
+			t.Errorf("%s reached the child", secret)
 		}
 	}
 	if n := len(slices.DeleteFunc(slices.Clone(env), func(e string) bool { return !strings.HasPrefix(e, "HTTP_PROXY=") })); n != 1 {
