@@ -96,7 +96,8 @@ func TestBadInputIsOneLineAndExit2(t *testing.T) {
 		{"serve", "--script", "x.js", "--handler-timeout", "soon"},
 		{"serve", "--script", "x.js", "--isolates", "0"},
 		{"serve", "--script", "x.js", "--handler-queue", "-1"},
-		{"run", "--script", "x.js"}, // no command
+		{"run", "--script", "x.js"},                                          // no command
+		{"run", "--advertise", "a b:3128", "--script", "x.js", "--", "true"}, // not a host
 		{"ctl", "frobnicate"},
 		{"env", "--format", "xml", "--id", "x"},
 		{"test", "--handler-timeout", "0s"},

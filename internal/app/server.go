@@ -27,6 +27,7 @@ import (
 	"github.com/outbound-dev/outbound/handlers/instances"
 	"github.com/outbound-dev/outbound/handlers/policy"
 	"github.com/outbound-dev/outbound/internal/events"
+	"github.com/outbound-dev/outbound/internal/host"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/internal/store/bolt"
 	"github.com/outbound-dev/outbound/internal/store/redis"
@@ -311,10 +312,13 @@ func advertise(flag string, ln net.Addr) (string, error) {
 }
 
 // CheckAdvertise checks the form of an --advertise value: HOST:PORT with
-// a port that is not 0.
+// a valid host (it goes into proxy_url) and a port that is not 0.
 func CheckAdvertise(v string) error {
-	host, port, err := net.SplitHostPort(v)
-	if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+	h, port, err := net.SplitHostPort(v)
+	if err == nil {
+		_, err = host.Normalize(h)
+	}
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("bad --advertise %q: want HOST:PORT, the proxy address sandboxes and other replicas reach", v)
 	}
 	return nil

@@ -159,3 +159,22 @@ func TestRestartKeepsInstancesNotCAs(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckAdvertise: --advertise goes into proxy_url, so a host that is
+// not one (a space, a slash) is refused before any instance is made.
+func TestCheckAdvertise(t *testing.T) {
+	for _, v := range []string{"127.0.0.1:3128", "proxy.internal:3128", "[::1]:3128", "host.docker.internal:1"} {
+		if err := app.CheckAdvertise(v); err != nil {
+			t.Errorf("CheckAdvertise(%q) = %v", v, err)
+		}
+		u, err := url.Parse((&url.URL{Scheme: "http", User: url.UserPassword("id", "tok"), Host: v}).String())
+		if err != nil || u.Host != v {
+			t.Errorf("%q does not round-trip through proxy_url: %v", v, err)
+		}
+	}
+	for _, v := range []string{"a b:3128", "a/b:3128", "a@b:3128", "%20:3128", ":3128", "no-port", "h:0", "h:65536", "h:x", "::1:3128"} {
+		if err := app.CheckAdvertise(v); err == nil || !strings.Contains(err.Error(), "bad --advertise") {
+			t.Errorf("CheckAdvertise(%q) = %v, want bad --advertise", v, err)
+		}
+	}
+}
