@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,20 @@ import (
 // proxyURL is what a sandbox puts in HTTP_PROXY.
 func proxyURL(id, token, addr string) string {
 	return (&url.URL{Scheme: "http", User: url.UserPassword(id, token), Host: addr}).String()
+}
+
+// proxyURLAt is the proxy URL raw at another host, and at port unless that
+// is "". Its error never quotes raw, which holds the instance token.
+func proxyURLAt(raw, host, port string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", errors.New("bad proxy URL from the server (not shown: it holds the instance token)")
+	}
+	if port == "" {
+		_, port, _ = net.SplitHostPort(u.Host)
+	}
+	u.Host = net.JoinHostPort(host, port)
+	return u.String(), nil
 }
 
 // proxyAddrFromStatus reads the proxy listener address from /v1/status.
@@ -80,13 +95,9 @@ func cmdEnv(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "env", 1, "%v", err)
 	}
 	if proxyHost != "" {
-		u, err := url.Parse(created.ProxyURL)
-		if err != nil {
-			return fail(stderr, "env", 1, "bad proxy URL from the server")
+		if created.ProxyURL, err = proxyURLAt(created.ProxyURL, proxyHost, ""); err != nil {
+			return fail(stderr, "env", 1, "%v", err)
 		}
-		_, port, _ := net.SplitHostPort(u.Host)
-		u.Host = net.JoinHostPort(proxyHost, port)
-		created.ProxyURL = u.String()
 	}
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "outbound-"+url.PathEscape(id))
@@ -94,11 +105,7 @@ func cmdEnv(args []string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(stderr, "env", 1, "%v", err)
 	}
-	roots, err := childenv.SystemRoots(os.Environ())
-	if err != nil {
-		return fail(stderr, "env", 1, "%v", err)
-	}
-	paths, err := childenv.WriteFiles(dir, []byte(created.CAPEM), roots)
+	paths, err := writeCAFiles(dir, created)
 	if err != nil {
 		return fail(stderr, "env", 1, "%v", err)
 	}

@@ -7,11 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -179,13 +178,12 @@ func runChild(created control.Created, argv []string, stderr io.Writer) int {
 // captured into srv and the proxy variables naming the proxy at its address
 // inside the jail, and returns its exit status.
 func runJailed(p *jail.Pending, dir string, srv *app.App, log *slog.Logger, created control.Created, stderr io.Writer) int {
-	proxyURL, err := url.Parse(created.ProxyURL)
+	proxyURL, err := proxyURLAt(created.ProxyURL, jail.Gateway.String(), strconv.Itoa(jail.ProxyPort))
 	if err != nil {
 		p.Abort()
-		return fail(stderr, "run", 1, "bad proxy URL: %v", err)
+		return fail(stderr, "run", 1, "%v", err)
 	}
-	proxyURL.Host = netip.AddrPortFrom(jail.Gateway, jail.ProxyPort).String()
-	env, err := childEnv(dir, created, proxyURL.String())
+	env, err := childEnv(dir, created, proxyURL)
 	if err != nil {
 		p.Abort()
 		return fail(stderr, "run", 1, "%v", err)
@@ -208,15 +206,21 @@ func runJailed(p *jail.Pending, dir string, srv *app.App, log *slog.Logger, crea
 
 // childEnv writes the CA files into dir and returns CMD's environment.
 func childEnv(dir string, created control.Created, proxyURL string) ([]string, error) {
-	roots, err := childenv.SystemRoots(os.Environ())
-	if err != nil {
-		return nil, err
-	}
-	paths, err := childenv.WriteFiles(dir, []byte(created.CAPEM), roots)
+	paths, err := writeCAFiles(dir, created)
 	if err != nil {
 		return nil, err
 	}
 	return childenv.Merge(os.Environ(), childenv.Vars(created.ID, proxyURL, paths)), nil
+}
+
+// writeCAFiles writes the instance CA and the system roots merged with it
+// into dir.
+func writeCAFiles(dir string, created control.Created) (childenv.Paths, error) {
+	roots, err := childenv.SystemRoots(os.Environ())
+	if err != nil {
+		return childenv.Paths{}, err
+	}
+	return childenv.WriteFiles(dir, []byte(created.CAPEM), roots)
 }
 
 // forwardSignals passes the signals a wrapper gets on to the process in
