@@ -36,7 +36,7 @@ Verbs:
   har ID                          the instance's recent traffic as HAR 1.2
   tail [ID] [--json]              follow decisions, console lines and reloads as they
                                   happen, one line each (--json: one JSON object each)
-  explain ID URL [--method M]     how a request to URL would be decided for the instance:
+  explain ID URL                  how a request to URL would be decided for the instance:
                                   {step, handler, blocked, reason}; runs no handler, dials nothing`
 
 func cmdCtl(args []string, stdout, stderr io.Writer) int {
@@ -126,23 +126,10 @@ func ctlVerb(ctx context.Context, c *client.Client, verb string, args []string, 
 	case verb == "kv":
 		return ctlKV(ctx, c, args, stdin)
 	case verb == "explain":
-		fs := flag.NewFlagSet("explain", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		method := fs.String("method", "", "")
-		var pos []string
-		for {
-			if err := fs.Parse(args); err != nil {
-				return nil, 2, fmt.Errorf("usage: outbound ctl explain ID URL [--method M]")
-			}
-			if fs.NArg() == 0 {
-				break
-			}
-			pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+		if err := need(2, "explain ID URL"); err != nil {
+			return nil, 2, err
 		}
-		if len(pos) != 2 {
-			return nil, 2, fmt.Errorf("usage: outbound ctl explain ID URL [--method M]")
-		}
-		raw, err = c.Explain(ctx, pos[0], pos[1], *method)
+		raw, err = c.Explain(ctx, args[0], args[1])
 	case slices.Contains(runtimeMethods, verb):
 		if len(args) < 1 {
 			return nil, 2, fmt.Errorf("usage: outbound ctl %s ID [ARG...]", verb)

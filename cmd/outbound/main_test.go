@@ -357,7 +357,7 @@ func TestCtlAgainstServer(t *testing.T) {
 	if out, code := ctl("setOutboundHandler", "sbx-1", "nope"); code != 1 || !strings.Contains(out, "Outbound handler method 'nope' not found in outboundHandlers for default") {
 		t.Fatalf("unknown handler: %d %s", code, out)
 	}
-	out, code = ctl("explain", "sbx-1", "https://github.com/x", "--method", "POST")
+	out, code = ctl("explain", "sbx-1", "https://github.com/x")
 	var ex struct {
 		Step    int
 		Handler *string

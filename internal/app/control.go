@@ -216,7 +216,7 @@ func (b *controlBackend) Call(ctx context.Context, id, method string, args []jso
 }
 
 // Explain decides a URL for the instance as its live traffic is decided.
-func (b *controlBackend) Explain(_ context.Context, id, rawURL, _ string) (any, error) {
+func (b *controlBackend) Explain(_ context.Context, id, rawURL string) (any, error) {
 	inst, err := b.instance(id)
 	if err != nil {
 		return nil, err

@@ -120,7 +120,7 @@ func TestExplainAgreesWithTraffic(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			raw, err := srv.Admin.Explain(ctx, id, tt.url, "")
+			raw, err := srv.Admin.Explain(ctx, id, tt.url)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +200,7 @@ func TestExplainErrors(t *testing.T) {
 		{"sbx", "x.test", 400, "absolute"},
 		{"sbx", "ftp://x.test/", 400, "scheme"},
 	} {
-		_, err := srv.Admin.Explain(ctx, tc.id, tc.url, "")
+		_, err := srv.Admin.Explain(ctx, tc.id, tc.url)
 		if err == nil || !strings.Contains(err.Error(), strconv.Itoa(tc.status)) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("explain %s %s: %v, want %d %q", tc.id, tc.url, err, tc.status, tc.msg)
 		}

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/proxy/authlimit"
 )
@@ -55,8 +57,8 @@ type Backend interface {
 	Call(ctx context.Context, id, method string, args []json.RawMessage) (any, error)
 	// Explain answers how a request to rawURL would be decided for the
 	// instance ({step, handler, blocked, reason}), running no handler and
-	// dialing nothing.
-	Explain(ctx context.Context, id, rawURL, method string) (any, error)
+	// dialing nothing. The decision does not depend on the method.
+	Explain(ctx context.Context, id, rawURL string) (any, error)
 	KV(binding string) (store.KV, bool)
 }
 
@@ -315,36 +317,18 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, Errorf(http.StatusBadRequest, `"url" is required: the absolute http:// or https:// URL to explain`))
 		return
 	}
-	method := http.MethodGet
-	if body.Method != nil {
-		method = *body.Method
-		if !isToken(method) {
-			a.fail(w, r, Errorf(http.StatusBadRequest, "%q is not an HTTP method", method))
-			return
-		}
+	// The method is accepted, as the spec's body has it, but decides
+	// nothing; a method is a token, as a field name is.
+	if body.Method != nil && !httpguts.ValidHeaderFieldName(*body.Method) {
+		a.fail(w, r, Errorf(http.StatusBadRequest, "%q is not an HTTP method", *body.Method))
+		return
 	}
-	v, err := a.b.Explain(r.Context(), r.PathValue("id"), *body.URL, method)
+	v, err := a.b.Explain(r.Context(), r.PathValue("id"), *body.URL)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110 5.6.2), as a
-// method must be.
-func isToken(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
-			continue
-		}
-		return false
-	}
-	return true
 }
 
 func (a *api) kv(w http.ResponseWriter, r *http.Request) (store.KV, string, bool) {

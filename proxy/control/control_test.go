@@ -72,11 +72,11 @@ func (f *fakeBackend) Call(_ context.Context, id, method string, args []json.Raw
 	}
 	return map[string]string{"id": id, "method": method}, nil
 }
-func (f *fakeBackend) Explain(_ context.Context, id, rawURL, method string) (any, error) {
+func (f *fakeBackend) Explain(_ context.Context, id, rawURL string) (any, error) {
 	if id != "sbx" {
 		return nil, control.Errorf(http.StatusNotFound, "no instance %q", id)
 	}
-	return map[string]any{"step": 8, "handler": nil, "blocked": false, "reason": nil, "url": rawURL, "method": method}, nil
+	return map[string]any{"step": 8, "handler": nil, "blocked": false, "reason": nil, "url": rawURL}, nil
 }
 
 func (f *fakeBackend) KV(binding string) (store.KV, bool) {
@@ -220,25 +220,27 @@ func TestRuntimeMethodArgs(t *testing.T) {
 	}
 }
 
-// TestExplain: explain is its own route, not a runtime method, and the
-// method defaults to GET.
+// TestExplain: explain is its own route, not a runtime method, and takes
+// an optional method that changes nothing.
 func TestExplain(t *testing.T) {
 	srv, b := newAPI(t, "")
-	c := client.New(srv.URL, "")
-	for _, method := range []string{"", "POST"} {
-		raw, err := c.Explain(context.Background(), "sbx", "https://github.com/x", method)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got map[string]any
-		json.Unmarshal(raw, &got)
-		want := method
-		if want == "" {
-			want = "GET"
-		}
-		if got["step"] != 8.0 || got["url"] != "https://github.com/x" || got["method"] != want {
-			t.Fatalf("explain answered %s", raw)
-		}
+	raw, err := client.New(srv.URL, "").Explain(context.Background(), "sbx", "https://github.com/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	json.Unmarshal(raw, &got)
+	if got["step"] != 8.0 || got["url"] != "https://github.com/x" {
+		t.Fatalf("explain answered %s", raw)
+	}
+	resp, err := http.Post(srv.URL+"/v1/instances/sbx/explain", "application/json", strings.NewReader(`{"url":"https://github.com/x","method":"POST"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withMethod, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(withMethod) != string(raw) {
+		t.Fatalf("with a method: %d %s, want the answer without one: %s", resp.StatusCode, withMethod, raw)
 	}
 	if b.lastArgs != nil {
 		t.Fatalf("explain reached the runtime method route with %q", b.lastArgs)

@@ -151,13 +151,12 @@ func (c *Client) Call(ctx context.Context, id, method string, args []json.RawMes
 	return c.do(ctx, http.MethodPost, inst(id)+"/"+url.PathEscape(method), body, http.StatusOK)
 }
 
-// Explain asks how a request to rawURL would be decided for the instance;
-// method may be empty (GET). The answer is {step, handler, blocked, reason}.
-func (c *Client) Explain(ctx context.Context, id, rawURL, method string) (json.RawMessage, error) {
+// Explain asks how a request to rawURL would be decided for the instance.
+// The answer is {step, handler, blocked, reason}.
+func (c *Client) Explain(ctx context.Context, id, rawURL string) (json.RawMessage, error) {
 	body, err := jsonBody(struct {
-		URL    string `json:"url"`
-		Method string `json:"method,omitempty"`
-	}{rawURL, method})
+		URL string `json:"url"`
+	}{rawURL})
 	if err != nil {
 		return nil, err
 	}
