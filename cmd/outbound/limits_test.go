@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -98,6 +99,7 @@ func TestServeFlagErrorsNameTheInput(t *testing.T) {
 		{[]string{"--max-header-bytes", "3GiB"}, []string{"max-header-bytes", "3GiB", "2GiB"}, ""},
 		{[]string{"--auth-fail-rate", "0"}, []string{"auth-fail-rate", `"0"`, "off"}, ""},
 		{[]string{"--auth-fail-rate", "NaN"}, []string{"auth-fail-rate", "NaN"}, ""},
+		{[]string{"--allow-net", "not-a-cidr"}, []string{"--allow-net", `"not-a-cidr"`, "CIDR"}, ""},
 	} {
 		_, err := serveConfig(tc.args...)
 		if err == nil {
@@ -112,6 +114,17 @@ func TestServeFlagErrorsNameTheInput(t *testing.T) {
 		if tc.not != "" && strings.Contains(err.Error(), tc.not) {
 			t.Errorf("%v: %q shows the value", tc.args, err)
 		}
+	}
+}
+
+// --allow-net takes a CIDR or a bare address (just that address), masked.
+func TestAllowNet(t *testing.T) {
+	c, err := serveConfig("--allow-net", "10.1.2.3", "--allow-net", "10.9.9.9/8", "--allow-net", "fd00::1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(c.AllowNets); got != "[10.1.2.3/32 10.0.0.0/8 fd00::1/128]" {
+		t.Fatalf("AllowNets = %s", got)
 	}
 }
 

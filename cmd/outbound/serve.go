@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/internal/store/bolt"
 	"github.com/outbound-dev/outbound/internal/store/redis"
+	"github.com/outbound-dev/outbound/proxy/control"
 )
 
 // serveFlags are the flags of `serve`, shared by `run`'s embedded mode.
@@ -112,15 +112,12 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 		c.Vars[k] = v
 	}
 	for _, n := range f.allowNet {
-		p, err := netip.ParsePrefix(n)
+		// One at a time, so the error names this flag, not "source".
+		p, err := control.ParseSources([]string{n})
 		if err != nil {
-			a, aerr := netip.ParseAddr(n)
-			if aerr != nil {
-				return c, fmt.Errorf("bad --allow-net %q: want a CIDR such as 10.0.0.0/8", n)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
+			return c, fmt.Errorf("bad --allow-net %q: want a CIDR such as 10.0.0.0/8", n)
 		}
-		c.AllowNets = append(c.AllowNets, p.Masked())
+		c.AllowNets = append(c.AllowNets, p...)
 	}
 	if f.handlerTimeout <= 0 {
 		return c, fmt.Errorf("bad --handler-timeout %s: must be positive", f.handlerTimeout)
