@@ -15,8 +15,6 @@ import (
 
 	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/internal/app"
-	"github.com/outbound-dev/outbound/internal/store/bolt"
-	"github.com/outbound-dev/outbound/internal/store/redis"
 	"github.com/outbound-dev/outbound/proxy/control"
 )
 
@@ -134,7 +132,7 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 	if f.shutdownGrace <= 0 {
 		return c, fmt.Errorf("bad --shutdown-grace %s: must be positive", f.shutdownGrace)
 	}
-	if err := checkStore(f.store); err != nil {
+	if err := app.CheckStore(f.store); err != nil {
 		return c, err
 	}
 	if f.advertise != "" {
@@ -142,39 +140,12 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 			return c, err
 		}
 	}
-	if c.StateDir == "" && (c.Store == "" || c.Store == "bolt:") {
+	if c.StateDir == "" && app.StoreInStateDir(c.Store) {
 		if c.StateDir, err = defaultStateDir(); err != nil {
 			return c, err
 		}
 	}
 	return c, nil
-}
-
-// checkStore checks the form of --store, so a typo exits 2 before anything
-// starts.
-func checkStore(v string) error {
-	switch {
-	case v == "" || strings.HasPrefix(v, "bolt:"):
-		return nil
-	case strings.HasPrefix(v, "redis://") || strings.HasPrefix(v, "rediss://"):
-		_, _, err := redis.ParseURL(v)
-		return err
-	}
-	return fmt.Errorf("bad --store: want bolt:PATH, redis://[USER:PASS@]HOST:PORT/DB or rediss://…")
-}
-
-// storeName names the store for the log, without credentials.
-func storeName(c app.Config) string {
-	switch {
-	case c.Store == "" || c.Store == "bolt:":
-		return "bolt:" + filepath.Join(c.StateDir, bolt.File)
-	case strings.HasPrefix(c.Store, "bolt:"):
-		return c.Store
-	}
-	if _, addr, err := redis.ParseURL(c.Store); err == nil {
-		return addr
-	}
-	return "redis"
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) int {
@@ -202,7 +173,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "serve", 1, "%v", err)
 	}
 	attrs := []any{"proxy", srv.ProxyAddr().String(), "admin", srv.AdminAddr().String(),
-		"advertise", srv.Advertise(), "script", cfg.Script, "store", storeName(cfg)}
+		"advertise", srv.Advertise(), "script", cfg.Script, "store", app.StoreName(cfg)}
 	if a := srv.TransparentAddr(); a != nil {
 		attrs = append(attrs, "transparent", a.String())
 	}

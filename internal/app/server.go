@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg Config) (s *App, err error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
-	if cfg.StateDir == "" && (cfg.Store == "" || cfg.Store == "bolt:") {
+	if cfg.StateDir == "" && StoreInStateDir(cfg.Store) {
 		return nil, errors.New("no state directory given")
 	}
 	s = &App{cfg: cfg, log: cfg.Logger, cas: nil, har: har.NewStore(0), events: hub}
@@ -271,17 +271,78 @@ func listen(addr, what string) (net.Listener, error) {
 	return ln, nil
 }
 
+// storeKind is what a --store value names.
+type storeKind int
+
+const (
+	storeBad      storeKind = iota
+	storeStateDir           // "" or "bolt:": the database in StateDir
+	storeBoltFile           // bolt:PATH
+	storeRedis              // redis://… or rediss://…
+)
+
+// parseStore is the one reading of a --store value's form.
+func parseStore(v string) (storeKind, string) {
+	switch {
+	case v == "" || v == "bolt:":
+		return storeStateDir, ""
+	case strings.HasPrefix(v, "bolt:"):
+		return storeBoltFile, strings.TrimPrefix(v, "bolt:")
+	case strings.HasPrefix(v, "redis://") || strings.HasPrefix(v, "rediss://"):
+		return storeRedis, v
+	}
+	return storeBad, ""
+}
+
+func badStore(v string) error {
+	return fmt.Errorf("bad --store %q: want bolt:PATH, redis://[USER:PASS@]HOST:PORT/DB or rediss://…", redactURL(v))
+}
+
+// CheckStore checks the form of a --store value, so that a typo is refused
+// before anything starts. Its error never shows a password.
+func CheckStore(v string) error {
+	switch kind, _ := parseStore(v); kind {
+	case storeBad:
+		return badStore(v)
+	case storeRedis:
+		_, _, err := redis.ParseURL(v)
+		return err
+	}
+	return nil
+}
+
+// StoreInStateDir reports whether the store v names is the default one,
+// which lives in the state directory.
+func StoreInStateDir(v string) bool {
+	kind, _ := parseStore(v)
+	return kind == storeStateDir
+}
+
+// StoreName names the store of cfg for a log, without credentials.
+func StoreName(cfg Config) string {
+	switch kind, _ := parseStore(cfg.Store); kind {
+	case storeStateDir:
+		return "bolt:" + filepath.Join(cfg.StateDir, bolt.File)
+	case storeBoltFile:
+		return cfg.Store
+	}
+	if _, addr, err := redis.ParseURL(cfg.Store); err == nil {
+		return addr
+	}
+	return "redis"
+}
+
 // openStore opens the store named by cfg.Store.
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
-	switch u := cfg.Store; {
-	case u == "" || u == "bolt:":
+	switch kind, v := parseStore(cfg.Store); kind {
+	case storeStateDir:
 		return opened(bolt.Open(cfg.StateDir))
-	case strings.HasPrefix(u, "bolt:"):
-		return opened(bolt.OpenFile(strings.TrimPrefix(u, "bolt:")))
-	case strings.HasPrefix(u, "redis://") || strings.HasPrefix(u, "rediss://"):
-		return opened(redis.Open(ctx, redis.Options{URL: u, Logger: cfg.Logger}))
+	case storeBoltFile:
+		return opened(bolt.OpenFile(v))
+	case storeRedis:
+		return opened(redis.Open(ctx, redis.Options{URL: v, Logger: cfg.Logger}))
 	}
-	return nil, fmt.Errorf("bad --store %q: want bolt:PATH, redis://[USER:PASS@]HOST:PORT/DB or rediss://…", redactURL(cfg.Store))
+	return nil, badStore(cfg.Store)
 }
 
 // opened returns a nil interface, not a typed nil, when opening failed.

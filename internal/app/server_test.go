@@ -178,3 +178,34 @@ func TestCheckAdvertise(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreFlag: one reading of --store for the check, the log name and
+// the default state directory; none shows a password.
+func TestStoreFlag(t *testing.T) {
+	for _, v := range []string{"", "bolt:", "bolt:/x/o.db", "redis://:pw@127.0.0.1:6379/0", "rediss://h:6380/1"} {
+		if err := app.CheckStore(v); err != nil {
+			t.Errorf("CheckStore(%q) = %v", v, err)
+		}
+	}
+	for _, v := range []string{"mysql://u:hunter2@x", "redis://:hunter2@[::1", "hunter2@x", "bolt"} {
+		err := app.CheckStore(v)
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("CheckStore(%q) = %v, want an error without the password", v, err)
+		}
+	}
+	for v, want := range map[string]bool{"": true, "bolt:": true, "bolt:/x/o.db": false, "redis://h:1/0": false} {
+		if got := app.StoreInStateDir(v); got != want {
+			t.Errorf("StoreInStateDir(%q) = %v", v, got)
+		}
+	}
+	for _, tc := range []struct{ store, want string }{
+		{"", "bolt:" + filepath.Join("/s", "outbound.db")},
+		{"bolt:", "bolt:" + filepath.Join("/s", "outbound.db")},
+		{"bolt:/x/o.db", "bolt:/x/o.db"},
+		{"redis://:hunter2@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
+	} {
+		if got := app.StoreName(app.Config{Store: tc.store, StateDir: "/s"}); got != tc.want {
+			t.Errorf("StoreName(%q) = %q, want %q", tc.store, got, tc.want)
+		}
+	}
+}
