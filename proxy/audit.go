@@ -25,6 +25,12 @@ const (
 	stepDial        = "dial" // raw tunnel dial failed: 502/504
 )
 
+// refusals are the proxy's own steps that refuse: nothing goes out.
+var refusals = map[string]bool{
+	stepAuth: true, stepAuthLimit: true, stepConnLimit: true, stepBadRequest: true, stepMisdirected: true,
+	stepOtherHome: true, stepSelf: true, stepTunnelLimit: true, stepShutdown: true,
+}
+
 // Tunnel modes, for metrics and the log.
 const (
 	modeRaw       = "raw"
@@ -43,6 +49,7 @@ type audit struct {
 	port              int
 	path              string // without the query, which may carry secrets
 	step              string
+	blocked           bool // the Backend refused it (decision.Outcome.Blocked, !Connect.Allow)
 	handler           string
 	status            int
 	bytesIn, bytesOut int64
@@ -96,7 +103,8 @@ func (s *Server) logAudit(ctx context.Context, a *audit) {
 // decision is the record as the live event stream shows it.
 func (a *audit) decision() events.Decision {
 	d := events.Decision{Time: a.start, Method: a.method, Host: a.host, Path: a.path, Step: a.step,
-		Status: a.status, MS: float64(time.Since(a.start).Microseconds()) / 1000}
+		Blocked: a.blocked || refusals[a.step],
+		Status:  a.status, MS: float64(time.Since(a.start).Microseconds()) / 1000}
 	if a.instance != nil {
 		d.Instance = a.instance.ID()
 	}

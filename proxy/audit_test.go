@@ -28,3 +28,27 @@ func FuzzCredentials(f *testing.F) {
 		}
 	})
 }
+
+// TestDecisionBlocked: an event is blocked when the Backend refused the
+// request or the proxy did, not when it failed on the way out.
+func TestDecisionBlocked(t *testing.T) {
+	for _, tc := range []struct {
+		a    audit
+		want bool
+	}{
+		{audit{step: "internet", status: 200}, false},
+		{audit{step: "denied", status: 520, blocked: true}, true},
+		{audit{step: "no_script", status: 503, blocked: true}, true},
+		{audit{step: stepOtherHome, status: 421}, true},
+		{audit{step: stepAuth, status: 407}, true},
+		{audit{step: stepMisdirected, status: 421}, true},
+		{audit{step: stepTunnelLimit, status: 503}, true},
+		{audit{step: stepDial, status: 502}, false},
+		{audit{step: stepNoBackend, status: 502}, false},
+		{audit{step: stepHandshake, status: 502}, false},
+	} {
+		if got := tc.a.decision().Blocked; got != tc.want {
+			t.Errorf("step %s: blocked %v, want %v", tc.a.step, got, tc.want)
+		}
+	}
+}

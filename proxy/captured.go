@@ -159,7 +159,7 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 		decide = func(ctx context.Context) decision.Connect { return s.opts.Backend.Raw(ctx, c.Instance, name) }
 		dec = decide(ctx)
 	}
-	a.step = dec.Step
+	a.step, a.blocked = dec.Step, !dec.Allow
 	if !dec.Allow {
 		a.status = decision.StatusBlocked // a nil Block means the default 520
 		if dec.Block != nil {

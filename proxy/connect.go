@@ -43,7 +43,7 @@ func (s *Server) serveConnect(w http.ResponseWriter, r *http.Request) {
 
 	epoch := s.policyEpoch.Load()
 	dec := s.opts.Backend.Connect(r.Context(), inst, h, port)
-	a.step = dec.Step
+	a.step, a.blocked = dec.Step, !dec.Allow
 	if !dec.Allow {
 		s.refuseConnect(w, r, inst, dec.Block, a)
 		return

@@ -42,7 +42,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, inst Instance, u
 	res, oc := s.opts.Backend.Handle(ctx, inst, out)
 	wait := time.Since(start)
 	s.opts.Metrics.handler(oc.Handler, wait)
-	a.step, a.handler, a.err = oc.Step, oc.Handler, oc.Err
+	a.step, a.handler, a.err, a.blocked = oc.Step, oc.Handler, oc.Err, oc.Blocked
 
 	if res == nil {
 		if a.step == "" {

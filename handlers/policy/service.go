@@ -128,16 +128,16 @@ func (s *Service) decideTunnel(inst *instances.Instance, decide func(*Script) ch
 // body carries error text.
 func (s *Service) Handle(ctx context.Context, inst *instances.Instance, req *http.Request) (*http.Response, decision.Outcome) {
 	if !inst.Alive() {
-		return decision.AuthRequired(req), decision.Outcome{Step: "unauthenticated"}
+		return decision.AuthRequired(req), decision.Outcome{Step: "unauthenticated", Blocked: true}
 	}
 	h, err := requestHost(req)
 	if err != nil {
-		return decision.Text(req, http.StatusBadRequest, "Bad request host"), decision.Outcome{Step: "bad_request", Err: err}
+		return decision.Text(req, http.StatusBadRequest, "Bad request host"), decision.Outcome{Step: "bad_request", Err: err, Blocked: true}
 	}
 	sc, release := s.opts.Scripts.Acquire()
 	if sc == nil {
 		release()
-		return decision.Text(req, http.StatusServiceUnavailable, "No policy script is loaded"), decision.Outcome{Step: "no_script"}
+		return decision.Text(req, http.StatusServiceUnavailable, "No policy script is loaded"), decision.Outcome{Step: "no_script", Blocked: true}
 	}
 	resp, out := s.handle(ctx, sc, inst, req, h)
 	return releaseWithBody(resp, release), out
@@ -237,7 +237,7 @@ func retryLater(req *http.Request, body string) *http.Response {
 // block answers a blocked request: the script's blocked hook if it has
 // one and it answers, else 520.
 func (s *Service) block(ctx context.Context, sc *Script, inst *instances.Instance, req *http.Request, step chain.Step) (*http.Response, decision.Outcome) {
-	out := decision.Outcome{Step: step.String()}
+	out := decision.Outcome{Step: step.String(), Blocked: true}
 	if !hasBlockedHook(sc, inst.Class()) {
 		return decision.Blocked(req), out
 	}

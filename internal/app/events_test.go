@@ -32,6 +32,7 @@ type liveEvent struct {
 	Host       string  `json:"host"`
 	Path       string  `json:"path"`
 	Step       string  `json:"step"`
+	Blocked    bool    `json:"blocked"`
 	Status     int     `json:"status"`
 	MS         float64 `json:"ms"`
 	Handler    *string `json:"handler"`
@@ -159,7 +160,7 @@ func TestEventsStreamDecisionsConsoleAndReloads(t *testing.T) {
 	}
 	d := nextOf(t, events, "decision")
 	if d.Instance != "sbx-1" || d.Method != "GET" || d.Host != "any.example" || d.Path != "/p/[redacted]" ||
-		d.Step != "outbound" || d.Status != 200 || d.Handler == nil || *d.Handler != "outbound" || d.MS <= 0 {
+		d.Step != "outbound" || d.Blocked || d.Status != 200 || d.Handler == nil || *d.Handler != "outbound" || d.MS <= 0 {
 		t.Fatalf("decision event: %s", d.Raw)
 	}
 	if strings.Contains(d.Raw, "key=") || !strings.Contains(d.Raw, `"time":"`) {
@@ -180,7 +181,7 @@ func TestEventsStreamDecisionsConsoleAndReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if d := nextWhere(t, events, "decision", func(e liveEvent) bool { return e.Host == "blocked.example" }); d.Step != "denied" || d.Status != 520 || d.Handler != nil || !strings.Contains(d.Raw, `"handler":null`) {
+	if d := nextWhere(t, events, "decision", func(e liveEvent) bool { return e.Host == "blocked.example" }); d.Step != "denied" || !d.Blocked || d.Status != 520 || d.Handler != nil || !strings.Contains(d.Raw, `"handler":null`) {
 		t.Fatalf("denied decision: %s", d.Raw)
 	}
 
@@ -190,8 +191,20 @@ func TestEventsStreamDecisionsConsoleAndReloads(t *testing.T) {
 		t.Fatal("a CONNECT to a denied host went through")
 	}
 	if d := nextWhere(t, events, "decision", func(e liveEvent) bool { return e.Method == "CONNECT" }); d.Host != "blocked.example" ||
-		d.Step != "denied" || d.Status != 520 || d.Path != "" || d.Instance != "sbx-1" {
+		d.Step != "denied" || !d.Blocked || d.Status != 520 || d.Path != "" || d.Instance != "sbx-1" {
 		t.Fatalf("CONNECT decision: %s", d.Raw)
+	}
+
+	// The proxy's own refusals are blocked too: wrong credentials here.
+	wrong := srv.Create(t, "sbx-wrong", "")
+	wrong.ProxyURL = strings.Replace(wrong.ProxyURL, "@", "x@", 1)
+	resp, err = apptest.Client(t, wrong).Get("http://any.example/wrong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if d := nextWhere(t, events, "decision", func(e liveEvent) bool { return e.Path == "/wrong" }); d.Step != "auth" || !d.Blocked || d.Status != 407 {
+		t.Fatalf("refused credentials decision: %s", d.Raw)
 	}
 
 	// A broken save is reported with its position; the fix is a new generation.

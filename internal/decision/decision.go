@@ -21,6 +21,9 @@ type Outcome struct {
 	Step    string // the chain step, or bad_request, no_script, unauthenticated
 	Handler string // the handler that ran, if any
 	Err     error  // detail for the log only; never sent to the sandbox
+	// Blocked: the request was refused and nothing went out (a blocked
+	// hook may have answered it).
+	Blocked bool
 }
 
 // Connect is the answer to a CONNECT.

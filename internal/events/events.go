@@ -45,9 +45,12 @@ type Decision struct {
 	Host     string    `json:"host"`
 	Path     string    `json:"path"`
 	Step     string    `json:"step"`
-	Status   int       `json:"status"`
-	MS       float64   `json:"ms"`
-	Handler  *string   `json:"handler"` // null when no handler ran
+	// Blocked: refused by the policy or by the proxy itself, so nothing
+	// went out. Failures on the way out (dial, handler) are not blocks.
+	Blocked bool    `json:"blocked"`
+	Status  int     `json:"status"`
+	MS      float64 `json:"ms"`
+	Handler *string `json:"handler"` // null when no handler ran
 }
 
 // Console is one console.* line of a handler.

@@ -58,7 +58,7 @@ func TestFanOutAndInstanceFilter(t *testing.T) {
 	}
 
 	d := next(t, onlyA)
-	want := `{"time":"2025-01-02T03:04:05Z","instance":"a","method":"GET","host":"example.com","path":"/x","step":"outbound","status":200,"ms":1.235,"handler":"h"}`
+	want := `{"time":"2025-01-02T03:04:05Z","instance":"a","method":"GET","host":"example.com","path":"/x","step":"outbound","blocked":false,"status":200,"ms":1.235,"handler":"h"}`
 	if d.Kind != KindDecision || string(d.Data) != want {
 		t.Fatalf("decision for a:\n got %s %s\nwant %s", d.Kind, d.Data, want)
 	}

@@ -206,7 +206,7 @@ func (f *fileRun) serve(ctx context.Context, svc *policy.Service, inst *instance
 	if req.URL.Scheme == "https" {
 		h, port, err := host.SplitHostPort(req.URL.Host, "443")
 		if err != nil {
-			return decision.Text(req, http.StatusBadRequest, "bad CONNECT target: want host:port"), decision.Outcome{Step: "bad_request", Err: err}
+			return decision.Text(req, http.StatusBadRequest, "bad CONNECT target: want host:port"), decision.Outcome{Step: "bad_request", Err: err, Blocked: true}
 		}
 		cd := svc.Connect(ctx, inst, h, port)
 		switch {
@@ -216,7 +216,7 @@ func (f *fileRun) serve(ctx context.Context, svc *policy.Service, inst *instance
 				block = decision.Blocked(nil)
 			}
 			block.Request = req
-			return block, decision.Outcome{Step: cd.Step}
+			return block, decision.Outcome{Step: cd.Step, Blocked: true}
 		case !cd.Intercept:
 			resp, err := f.router.RoundTrip(req)
 			if err != nil {

@@ -6,10 +6,6 @@ const TOKEN_KEY = 'outbound.adminToken';
 const MAX_DECISIONS = 500;
 const MAX_CONSOLE = 200;
 const POLL_MS = 5000;
-// Steps where the request did not go out: the chain's blocks and the
-// proxy's own refusals.
-const BLOCKED_STEPS = new Set(['denied', 'not_allowed', 'default_deny', 'auth', 'auth_limit',
-  'unauthenticated', 'no_script', 'conn_limit', 'tunnel_limit', 'self', 'bad_request', 'misdirected']);
 
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY);
@@ -274,7 +270,7 @@ function applyFilters() {
 }
 
 function onDecision(d) {
-  const blocked = BLOCKED_STEPS.has(d.step);
+  const blocked = d.blocked === true; // the server's word: no list of steps here
   const tr = el('tr', { 'data-instance': d.instance, 'data-outcome': blocked ? 'blocked' : 'allowed', class: blocked ? 'blocked' : '' },
     el('td', {}, clock(d.time)),
     el('td', {}, d.instance || '(none)'),
