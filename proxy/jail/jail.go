@@ -24,7 +24,14 @@
 package jail
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
 	"net/netip"
+	"time"
+
+	"github.com/outbound-dev/outbound/proxy/fakedns"
 )
 
 // The jail's address plan. Everything is inside 198.18.0.0/15 (RFC 2544,
@@ -63,6 +70,32 @@ const ChildVerb = "jail-child"
 
 // TUN is the name of the jail's device.
 const TUN = "tun0"
+
+// Options configure Prepare.
+type Options struct {
+	Argv             []string // the command and its arguments
+	Stdin            io.Reader
+	Stdout, Stderr   io.Writer
+	Dir              string        // a private directory for the jail's resolv.conf
+	HandshakeTimeout time.Duration // for the child's setup; default 30s
+}
+
+// ServeFunc serves one captured TCP connection to host (a normalised name
+// or an IP literal) and port, until it ends.
+type ServeFunc func(ctx context.Context, conn net.Conn, host string, port int)
+
+// StackOptions configure a Stack.
+type StackOptions struct {
+	// Serve handles every captured TCP connection. Required.
+	Serve ServeFunc
+	// Proxy is outbound's proxy listener: connections to Gateway:ProxyPort
+	// are relayed to it. Zero leaves that port closed.
+	Proxy netip.AddrPort
+	// Pool maps names to the addresses DNS answers with. Nil means a pool
+	// over Pool from PoolFirst.
+	Pool   *fakedns.Pool
+	Logger *slog.Logger
+}
 
 // ResolvConf is the content bound over /etc/resolv.conf in the jail.
 func ResolvConf() string {

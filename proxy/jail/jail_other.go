@@ -3,38 +3,14 @@
 package jail
 
 import (
-	"context"
 	"io"
-	"log/slog"
-	"net"
-	"net/netip"
 	"os"
-	"time"
 
 	"github.com/outbound-dev/outbound/internal/platform"
 )
 
 // ErrUnsupported: the jail needs Linux namespaces and a TUN device.
 var ErrUnsupported = platform.Unsupported("--jail", Needs)
-
-// ServeFunc serves one captured TCP connection to host and port.
-type ServeFunc func(ctx context.Context, conn net.Conn, host string, port int)
-
-// StackOptions configure the jail's stack (Linux only).
-type StackOptions struct {
-	Serve  ServeFunc
-	Proxy  netip.AddrPort
-	Logger *slog.Logger
-}
-
-// Options configure Prepare (Linux only).
-type Options struct {
-	Argv             []string
-	Stdin            io.Reader
-	Stdout, Stderr   io.Writer
-	Dir              string
-	HandshakeTimeout time.Duration
-}
 
 // Pending is a built jail (Linux only).
 type Pending struct{}

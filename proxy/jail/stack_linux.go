@@ -28,23 +28,6 @@ import (
 	"github.com/outbound-dev/outbound/proxy/fakedns"
 )
 
-// ServeFunc serves one captured TCP connection to host (a normalised name
-// or an IP literal) and port, until it ends.
-type ServeFunc func(ctx context.Context, conn net.Conn, host string, port int)
-
-// StackOptions configure a Stack.
-type StackOptions struct {
-	// Serve handles every captured TCP connection. Required.
-	Serve ServeFunc
-	// Proxy is outbound's proxy listener: connections to Gateway:ProxyPort
-	// are relayed to it. Zero leaves that port closed.
-	Proxy netip.AddrPort
-	// Pool maps names to the addresses DNS answers with. Nil means a pool
-	// over Pool from PoolFirst.
-	Pool   *fakedns.Pool
-	Logger *slog.Logger
-}
-
 // dnsIdle is how long a DNS flow (one UDP source port, or one TCP
 // connection) is kept without a query.
 const dnsIdle = 30 * time.Second

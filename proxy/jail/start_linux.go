@@ -3,7 +3,6 @@ package jail
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -14,15 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// Options configure Prepare.
-type Options struct {
-	Argv             []string // the command and its arguments
-	Stdin            io.Reader
-	Stdout, Stderr   io.Writer
-	Dir              string        // a private directory for the jail's resolv.conf
-	HandshakeTimeout time.Duration // for the child's setup; default 30s
-}
 
 // Pending is a jail that is built but has not started its command.
 type Pending struct {
