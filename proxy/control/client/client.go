@@ -42,7 +42,9 @@ func New(base, token string) *Client {
 	return &Client{base: strings.TrimRight(base, "/"), token: token, http: &http.Client{}}
 }
 
-func (c *Client) do(ctx context.Context, method, path string, body io.Reader, want int) ([]byte, error) {
+// send makes one call with the bearer token and header added; the caller
+// closes the answer's body.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader, header http.Header) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("control API request %s %s: %w", method, path, err)
@@ -50,12 +52,24 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, wa
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("control API %s: %w", c.base, err)
+	}
+	return resp, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, want int) ([]byte, error) {
+	var header http.Header
+	if body != nil {
+		header = http.Header{"Content-Type": {"application/json"}}
+	}
+	resp, err := c.send(ctx, method, path, body, header)
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -202,17 +216,9 @@ func (c *Client) Events(ctx context.Context, instance string, fn func(Event) err
 	if instance != "" {
 		path += "?instance=" + url.QueryEscape(instance)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	resp, err := c.send(ctx, http.MethodGet, path, nil, http.Header{"Accept": {"text/event-stream"}})
 	if err != nil {
-		return fmt.Errorf("control API request GET %s: %w", path, err)
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("control API %s: %w", c.base, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
