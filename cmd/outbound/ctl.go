@@ -92,16 +92,14 @@ func ctlVerb(ctx context.Context, c *client.Client, verb string, args []string, 
 		class := fs.String("class", "", "")
 		var sources listFlag
 		fs.Var(&sources, "source", "")
-		// Accept the id before or after --class.
-		var id string
-		if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-			id, args = args[0], args[1:]
-		}
-		if err := fs.Parse(args); err != nil || fs.NArg() > 1 || (id != "" && fs.NArg() > 0) {
+		// The id may come before, between or after the flags.
+		pos, perr := interspersed(fs, args)
+		if perr != nil || len(pos) > 1 {
 			return nil, 2, fmt.Errorf("usage: outbound ctl create [ID] [--class C] [--source CIDR]...")
 		}
-		if id == "" {
-			id = fs.Arg(0)
+		id := "" // generated
+		if len(pos) == 1 {
+			id = pos[0]
 		}
 		created, cerr := c.Create(ctx, id, *class, sources...)
 		if cerr != nil {

@@ -90,7 +90,27 @@ func newFlags(name, usageLine, example string, stdout io.Writer) *flag.FlagSet {
 
 // parse parses flags; it returns -1 to go on, or the exit code.
 func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
-	err := fs.Parse(args)
+	return parsed(fs, fs.Parse(args), stderr)
+}
+
+// interspersed parses fs's flags wherever they stand among args, and
+// returns the other arguments in their order.
+func interspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+}
+
+// parsed is parse's answer to fs's parse error: -1 to go on, or the exit
+// code.
+func parsed(fs *flag.FlagSet, err error, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) { // Parse has printed the usage
 		return 0
 	}

@@ -23,15 +23,13 @@ func ctlTail(c *client.Client, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "")
-	var id string
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		id, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil || fs.NArg() > 1 || (id != "" && fs.NArg() > 0) {
+	pos, perr := interspersed(fs, args)
+	if perr != nil || len(pos) > 1 {
 		return fail(stderr, "ctl", 2, "usage: outbound ctl tail [ID] [--json]")
 	}
-	if id == "" {
-		id = fs.Arg(0)
+	id := "" // every instance
+	if len(pos) == 1 {
+		id = pos[0]
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -30,16 +30,9 @@ func cmdTest(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&script, "script", "", "the policy script `FILE` under test (default: NAME.js or NAME.ts beside NAME.test.js)")
 	fs.DurationVar(&timeout, "handler-timeout", engine.DefaultTimeout, "wall-clock limit for one handler invocation, and for one whole test")
 	// Flags may come before or after the files.
-	var paths []string
-	for {
-		if code := parse(fs, args, stderr); code >= 0 {
-			return code
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		paths = append(paths, fs.Arg(0))
-		args = fs.Args()[1:]
+	paths, err := interspersed(fs, args)
+	if code := parsed(fs, err, stderr); code >= 0 {
+		return code
 	}
 	if timeout <= 0 {
 		return fail(stderr, "test", 2, "--handler-timeout must be positive")
