@@ -10,6 +10,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/jsapi"
 	"github.com/outbound-dev/outbound/proxy"
@@ -18,12 +19,15 @@ import (
 	"github.com/outbound-dev/outbound/proxy/upstream"
 )
 
-// limitFlags are serve's limits on what clients may hold or send, and the
-// CA's lifetime. Each starts at its real default, so --help shows it.
+// limitFlags are serve's limits on what clients may hold or send, on
+// handlers and shutdown, and the CA's lifetime. Each starts at its real
+// default, so --help shows it.
 type limitFlags struct {
 	readHeaderTimeout, idleTimeout, upstreamHeaderTimeout time.Duration
+	handlerTimeout, shutdownGrace                         time.Duration
 	maxHeaderBytes, maxBodyBytes                          byteSize
 	maxConns, maxTunnels, authFailBurst                   int
+	isolates, handlerQueue                                int
 	authFailRate                                          rate
 	caValidity                                            time.Duration
 	interceptPostQuantum                                  bool
@@ -50,6 +54,10 @@ func (f *limitFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.authFailRate, "auth-fail-rate", "failed authentications forgiven per second per source address, after --auth-fail-burst in a row; past that 429 (`RATE`, or off)")
 	fs.IntVar(&f.authFailBurst, "auth-fail-burst", f.authFailBurst, "`N` failed authentications a source address may make in a row before --auth-fail-rate applies")
 	fs.DurationVar(&f.caValidity, "ca-validity", f.caValidity, "lifetime (`DUR`, at least 2h) of each instance CA from its creation or a restart; a CA is never rotated: recreate the instance before it ends")
+	fs.DurationVar(&f.handlerTimeout, "handler-timeout", engine.DefaultTimeout, "wall-clock limit for one handler invocation, waiting for a runtime included (then 504)")
+	fs.IntVar(&f.isolates, "isolates", engine.DefaultSize(), "JS runtimes running handlers; each serves many requests at once while they await I/O or timers")
+	fs.IntVar(&f.handlerQueue, "handler-queue", engine.DefaultMaxWaiting, "requests of one instance that may wait for a runtime; more get 503 at once")
+	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", app.DefaultShutdownGrace, "on SIGINT or SIGTERM, how long open requests, streams and tunnels may finish before they are closed")
 	fs.BoolVar(&f.interceptPostQuantum, "intercept-post-quantum", false, "offer the X25519MLKEM768 key exchange on the sandbox-facing TLS leg (costs a third more per interception handshake)")
 }
 
@@ -58,7 +66,8 @@ func (f *limitFlags) apply(c *app.Config) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"read-header-timeout", f.readHeaderTimeout}, {"idle-timeout", f.idleTimeout}, {"upstream-header-timeout", f.upstreamHeaderTimeout}} {
+	}{{"handler-timeout", f.handlerTimeout}, {"read-header-timeout", f.readHeaderTimeout}, {"idle-timeout", f.idleTimeout},
+		{"upstream-header-timeout", f.upstreamHeaderTimeout}, {"shutdown-grace", f.shutdownGrace}} {
 		if d.v <= 0 {
 			return fmt.Errorf("bad --%s %s: must be positive", d.name, d.v)
 		}
@@ -66,7 +75,8 @@ func (f *limitFlags) apply(c *app.Config) error {
 	for _, n := range []struct {
 		name string
 		v    int
-	}{{"max-conns", f.maxConns}, {"max-tunnels", f.maxTunnels}, {"auth-fail-burst", f.authFailBurst}} {
+	}{{"max-conns", f.maxConns}, {"max-tunnels", f.maxTunnels}, {"auth-fail-burst", f.authFailBurst},
+		{"isolates", f.isolates}, {"handler-queue", f.handlerQueue}} {
 		if n.v <= 0 {
 			return fmt.Errorf("bad --%s %d: must be at least 1", n.name, n.v)
 		}
@@ -81,6 +91,8 @@ func (f *limitFlags) apply(c *app.Config) error {
 	c.AuthFailRate, c.AuthFailBurst = float64(f.authFailRate), f.authFailBurst
 	c.CAValidity = f.caValidity
 	c.InterceptPostQuantum = f.interceptPostQuantum
+	c.HandlerTimeout, c.ShutdownGrace = f.handlerTimeout, f.shutdownGrace
+	c.Isolates, c.HandlerQueue = f.isolates, f.handlerQueue
 	return nil
 }
 

@@ -71,6 +71,10 @@ func TestLimitFlagsReachTheConfig(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
+	c, err = serveConfig("--handler-timeout", "9s", "--shutdown-grace", "3s", "--isolates", "3", "--handler-queue", "7")
+	if err != nil || c.HandlerTimeout != 9*time.Second || c.ShutdownGrace != 3*time.Second || c.Isolates != 3 || c.HandlerQueue != 7 {
+		t.Errorf("handler and shutdown flags: %v, %s %s %d %d", err, c.HandlerTimeout, c.ShutdownGrace, c.Isolates, c.HandlerQueue)
+	}
 	// off turns the brute-force limit off (a negative rate, for authlimit).
 	if c, err := serveConfig("--auth-fail-rate", "off"); err != nil || c.AuthFailRate >= 0 {
 		t.Errorf("--auth-fail-rate off: %v, rate %v", err, c.AuthFailRate)
@@ -100,6 +104,10 @@ func TestServeFlagErrorsNameTheInput(t *testing.T) {
 		{[]string{"--auth-fail-rate", "0"}, []string{"auth-fail-rate", `"0"`, "off"}, ""},
 		{[]string{"--auth-fail-rate", "NaN"}, []string{"auth-fail-rate", "NaN"}, ""},
 		{[]string{"--allow-net", "not-a-cidr"}, []string{"--allow-net", `"not-a-cidr"`, "CIDR"}, ""},
+		{[]string{"--handler-timeout", "0s"}, []string{"bad --handler-timeout 0s: must be positive"}, ""},
+		{[]string{"--shutdown-grace", "-1s"}, []string{"bad --shutdown-grace -1s: must be positive"}, ""},
+		{[]string{"--isolates", "0"}, []string{"bad --isolates 0: must be at least 1"}, ""},
+		{[]string{"--handler-queue", "-2"}, []string{"bad --handler-queue -2: must be at least 1"}, ""},
 	} {
 		_, err := serveConfig(tc.args...)
 		if err == nil {

@@ -11,9 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/outbound-dev/outbound/engine"
 	"github.com/outbound-dev/outbound/internal/app"
 	"github.com/outbound-dev/outbound/proxy/control"
 )
@@ -24,8 +22,6 @@ type serveFlags struct {
 	store, advertise                                   string
 	vars, kv, allowNet, resolve, connectTo, upstreamCA listFlag
 	allowPrivate                                       bool
-	handlerTimeout, shutdownGrace                      time.Duration
-	isolates, handlerQueue                             int
 	logFormat, logLevel                                string
 	limits                                             limitFlags
 }
@@ -46,10 +42,6 @@ func (f *serveFlags) register(fs *flag.FlagSet, listen, admin string) {
 	fs.Var(&f.resolve, "resolve", "dial ADDR for HOST:PORT, as in curl: `HOST:PORT:ADDR` (repeatable)")
 	fs.Var(&f.connectTo, "connect-to", "dial ADDR:PORT2 for HOST:PORT; policy, SNI and certificate checks still use HOST: `HOST:PORT:ADDR:PORT2` (repeatable)")
 	fs.Var(&f.upstreamCA, "upstream-ca", "extra PEM roots trusted for upstream TLS, a `PATH` (repeatable)")
-	fs.DurationVar(&f.handlerTimeout, "handler-timeout", engine.DefaultTimeout, "wall-clock limit for one handler invocation, waiting for a runtime included (then 504)")
-	fs.IntVar(&f.isolates, "isolates", engine.DefaultSize(), "JS runtimes running handlers; each serves many requests at once while they await I/O or timers")
-	fs.IntVar(&f.handlerQueue, "handler-queue", engine.DefaultMaxWaiting, "requests of one instance that may wait for a runtime; more get 503 at once")
-	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", app.DefaultShutdownGrace, "on SIGINT or SIGTERM, how long open requests, streams and tunnels may finish before they are closed")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `FORMAT`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	f.limits.register(fs)
@@ -95,8 +87,7 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 		Script: f.script, Listen: f.listen, Admin: f.admin, AdminToken: f.adminToken,
 		EnvFile: f.envFile, Vars: map[string]string{}, KV: f.kv, StateDir: f.state, Store: f.store, Advertise: f.advertise,
 		AllowPrivate: f.allowPrivate, Resolve: f.resolve, ConnectTo: f.connectTo,
-		UpstreamCA: f.upstreamCA, HandlerTimeout: f.handlerTimeout, ShutdownGrace: f.shutdownGrace, Logger: log,
-		Isolates: f.isolates, HandlerQueue: f.handlerQueue,
+		UpstreamCA: f.upstreamCA, Logger: log,
 	}
 	for _, kv := range f.vars {
 		k, v, ok := strings.Cut(kv, "=")
@@ -117,20 +108,8 @@ func (f *serveFlags) config(stderr io.Writer) (app.Config, error) {
 		}
 		c.AllowNets = append(c.AllowNets, p...)
 	}
-	if f.handlerTimeout <= 0 {
-		return c, fmt.Errorf("bad --handler-timeout %s: must be positive", f.handlerTimeout)
-	}
 	if err := f.limits.apply(&c); err != nil {
 		return c, err
-	}
-	if f.isolates < 1 {
-		return c, fmt.Errorf("bad --isolates %d: must be at least 1", f.isolates)
-	}
-	if f.handlerQueue < 1 {
-		return c, fmt.Errorf("bad --handler-queue %d: must be at least 1", f.handlerQueue)
-	}
-	if f.shutdownGrace <= 0 {
-		return c, fmt.Errorf("bad --shutdown-grace %s: must be positive", f.shutdownGrace)
 	}
 	if err := app.CheckStore(f.store); err != nil {
 		return c, err
