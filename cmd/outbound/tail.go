@@ -43,7 +43,7 @@ func ctlTail(c *client.Client, args []string, stdout, stderr io.Writer) int {
 		} else {
 			line = []byte(tailLine(ev))
 		}
-		if line == nil {
+		if len(line) == 0 { // an event it cannot read: print nothing
 			return nil
 		}
 		_, err := stdout.Write(append(line, '\n'))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,5 +163,21 @@ func TestTailLineEscapesControlCharacters(t *testing.T) {
 	}
 	if l := tailLine(client.Event{Kind: "dropped", Data: json.RawMessage(`{"dropped":7}`)}); l != "-- 7 events dropped: this client fell behind --" {
 		t.Fatalf("dropped line %q", l)
+	}
+}
+
+// TestCtlTailSkipsUnreadableEvents: an event tail cannot read (an unknown
+// kind, bad JSON) prints nothing, not a blank line.
+func TestCtlTailSkipsUnreadableEvents(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: mystery\ndata: {}\n\n"+
+			"event: decision\ndata: not json\n\n"+
+			"event: dropped\ndata: {\"dropped\":3}\n\n")
+	})) // then it ends the stream, which ends the tail
+	defer api.Close()
+	out, stderr, code := outbound(t, nil, "ctl", "--admin", api.URL, "tail")
+	if code != 1 || !strings.Contains(stderr, "ended") || out != "-- 3 events dropped: this client fell behind --\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
