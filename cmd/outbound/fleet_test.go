@@ -5,18 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/outbound-dev/outbound/internal/serveproc"
 	"github.com/outbound-dev/outbound/internal/store/redis/redistest"
 )
 
@@ -25,16 +24,15 @@ func fleetScriptPath() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "fleet", "policy.js")
 }
 
-// freeLoopbackPort asks the kernel for a port to give a replica that must
-// come back on the same address after a restart.
-func freeLoopbackPort(t *testing.T) int {
+// freeAddr is a loopback address for a replica that must come back on the
+// same address after a restart.
+func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := serveproc.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return addr
 }
 
 func replicaArgs(storeURL string, extra ...string) []string {
@@ -69,7 +67,7 @@ func proxyGet(t *testing.T, proxyURL, target string) (int, string) {
 func TestFleetHomeKilledAndRestarted(t *testing.T) {
 	ctx := context.Background()
 	rs := redistest.Start(t, redistest.Options{})
-	homeAddr := "127.0.0.1:" + strconv.Itoa(freeLoopbackPort(t))
+	homeAddr := freeAddr(t)
 	a := serveProc(t, replicaArgs(rs.URL(), "--listen", homeAddr, "--advertise", homeAddr)...)
 	b := serveProc(t, replicaArgs(rs.URL(), "--listen", "127.0.0.1:0")...)
 	c := serveProc(t, replicaArgs(rs.URL(), "--listen", "127.0.0.1:0")...)
@@ -198,7 +196,7 @@ func TestFleetHomeKilledAndRestarted(t *testing.T) {
 // is refused, since both would serve the same instances with different CAs.
 func TestFleetAdvertiseTwice(t *testing.T) {
 	rs := redistest.Start(t, redistest.Options{})
-	addr := "127.0.0.1:" + strconv.Itoa(freeLoopbackPort(t))
+	addr := freeAddr(t)
 	serveProc(t, replicaArgs(rs.URL(), "--listen", "127.0.0.1:0", "--advertise", addr)...)
 	_, stderr, code := outbound(t, nil, append([]string{"serve"}, replicaArgs(rs.URL(), "--listen", "127.0.0.1:0", "--advertise", addr)...)...)
 	if code != 1 || !strings.Contains(stderr, "another live replica serves as home "+addr) {
