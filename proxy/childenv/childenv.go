@@ -80,7 +80,9 @@ func Format(vars [][2]string, format string) (string, error) {
 	var b strings.Builder
 	switch format {
 	case "sh":
-		for _, k := range removed {
+		// The shell this is eval'd into starts the sandbox: it must not
+		// hand on outbound's secrets either.
+		for _, k := range slices.Concat(removed, secretVars) {
 			fmt.Fprintf(&b, "unset %s\n", k)
 		}
 		for _, kv := range vars {

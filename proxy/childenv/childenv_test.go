@@ -76,7 +76,7 @@ func TestSystemRootsHonoursSSLCertFile(t *testing.T) {
 func TestFormat(t *testing.T) {
 	vars := [][2]string{{"A", "it's"}}
 	sh, _ := Format(vars, "sh")
-	if !strings.Contains(sh, `export A='it'\''s'`) || !strings.Contains(sh, "unset NO_PROXY") {
+	if !strings.Contains(sh, `export A='it'\''s'`) || !strings.Contains(sh, "unset NO_PROXY") || !strings.Contains(sh, "unset OUTBOUND_ADMIN_TOKEN\nunset OUTBOUND_STORE\nunset OUTBOUND_INSTANCE_TOKEN\n") {
 		t.Fatalf("sh: %q", sh)
 	}
 	d, _ := Format(vars, "docker")
