@@ -456,3 +456,36 @@ func TestFirstIOEndsAtTimeout(t *testing.T) {
 	waitFor(t, "the fetch to be aborted", func() bool { return g.wasCancelled("/never") })
 	mustBody(t, pl, named("fast", "A", 0, nil), "fast")
 }
+
+// A's first fetch, which A's own caller sends, ends at A's timeout even
+// while another instance's code holds the runtime, so that no job of A can
+// run: A is answered before B lets go, not when B is stopped.
+func TestFirstIOEndsAtTimeoutWhileRuntimeHeld(t *testing.T) {
+	held, release := make(chan struct{}), make(chan struct{})
+	installTestHooks = func(vm *goja.Runtime) {
+		_ = vm.Set("__testHold", func() { close(held); <-release })
+	}
+	t.Cleanup(func() { installTestHooks = nil })
+	g := newGate(t)
+	pl := newPool(t, "concurrent.js", PoolOptions{Size: 1, Timeout: 2 * time.Second, Fetch: newTransport(t)})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // before the pool closes
+
+	a := invokeAsync(pl, context.Background(), named("gate", "A", 0, httptest.NewRequest("GET", g.URL+"/never", nil)))
+	waitFor(t, "A's fetch to reach the upstream", func() bool { return g.arrived.Load() == 1 })
+	b := invokeAsync(pl, context.Background(), named("hold", "B", 0, nil))
+	<-held
+	select {
+	case got := <-a:
+		if !strings.Contains(got, ErrTimeout.Error()) {
+			t.Fatalf("A: %s, want a timeout", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("A was not answered while B held the runtime")
+	}
+	waitFor(t, "A's fetch to be aborted", func() bool { return g.wasCancelled("/never") })
+	letGo()
+	<-b
+	mustBody(t, pl, named("fast", "A", 0, nil), "fast")
+}

@@ -192,9 +192,9 @@ func (iso *isolate) Post(s *jsapi.Scope, fn func()) bool {
 // the continuation itself, and no goroutine is started or woken for it.
 // (A fetch ends when the invocation does, which its timeout ensures.)
 // Anything else gets a goroutine of its own.
-func (iso *isolate) Go(s *jsapi.Scope, work func()) {
+func (iso *isolate) Go(s *jsapi.Scope, work func(), cancel context.CancelFunc) {
 	if inv := iso.inlineStart; inv != nil && inv.callerWork == nil && s.Owner() == any(inv) {
-		inv.callerWork = work
+		inv.callerWork, inv.callerCancel = work, cancel
 		return
 	}
 	go work()

@@ -297,9 +297,13 @@ func (pl *Pool) Invoke(ctx context.Context, c Call) (*http.Response, error) {
 			inv.callerWork = nil
 			pl.mu.Lock()
 			answered := inv.answered
+			inv.ioCancel = inv.callerCancel // from now on the timeout ends it
 			pl.mu.Unlock()
 			if answered {
-				go w() // its runtime crashed: answer now, let the fetch wind down
+				// Crashed or timed out already: answer now, the fetch is
+				// for nothing and winds down.
+				inv.callerCancel()
+				go w()
 			} else {
 				w()
 			}

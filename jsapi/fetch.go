@@ -289,7 +289,7 @@ func (r *Realm) start(f *fetchCall) {
 			_ = resp.Body.Close()
 			f.cancel()
 		}
-	})
+	}, f.cancel)
 }
 
 // roundTrip sends req, following redirects when mode is "follow" the way

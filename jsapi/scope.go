@@ -25,8 +25,10 @@ type Loop interface {
 	// Go runs work, the network I/O of a fetch of scope s (which ends by
 	// posting its result), on a goroutine other than the loop's: a new
 	// one, or one that would otherwise only wait for s. The work ends soon
-	// after s does: End cancels its context. Called on the loop.
-	Go(s *Scope, work func())
+	// after s does: End cancels its context. cancel does the same from any
+	// goroutine, for an owner that must end the work without the loop.
+	// Called on the loop.
+	Go(s *Scope, work func(), cancel context.CancelFunc)
 }
 
 // Scope is one invocation's state: its context (which fetch and KV use),

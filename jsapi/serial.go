@@ -1,6 +1,9 @@
 package jsapi
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // SerialLoop is the simplest Loop: one goroutine runs every job, of every
 // scope, in the order posted, and each I/O runs on a goroutine of its own.
@@ -24,7 +27,7 @@ func NewSerialLoop() *SerialLoop {
 func (l *SerialLoop) Post(_ *Scope, fn func()) bool { return l.Run(fn) }
 
 // Go runs work on a goroutine of its own (Loop).
-func (l *SerialLoop) Go(_ *Scope, work func()) { go work() }
+func (l *SerialLoop) Go(_ *Scope, work func(), _ context.CancelFunc) { go work() }
 
 // Run queues fn to run on the loop, and reports false once the loop has
 // been stopped: fn will never run.

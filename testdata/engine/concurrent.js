@@ -80,5 +80,10 @@ export default {
     forever() {
       for (;;) {}
     },
+    // Holds its runtime, as a runaway does, until the test lets go.
+    hold() {
+      __testHold();
+      return new Response("held");
+    },
   },
 };
