@@ -154,12 +154,6 @@ func (s *Service) handle(ctx context.Context, sc *Script, inst *instances.Instan
 		return s.block(ctx, sc, inst, req, d.Step)
 	case d.Step.RunsHandler():
 		name := d.Handler.String()
-		if err := ctx.Err(); err != nil {
-			// The sandbox hung up before the handler started: run nothing
-			// (the pool would pick between a free runtime and the done
-			// context at random).
-			return decision.Text(req, decision.StatusClientClosed, "Client closed request"), decision.Outcome{Step: d.Step.String(), Handler: name, Err: err}
-		}
 		resp, err := sc.Invoker.Invoke(ctx, engine.Call{
 			Class:      inst.Class(),
 			Handler:    d.Handler,

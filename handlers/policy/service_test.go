@@ -334,6 +334,7 @@ func TestHandlerFailure(t *testing.T) {
 		{gone, context.Canceled, decision.StatusClientClosed, "Client closed request"},
 		{bg, engine.ErrTimeout, 504, "Handler timed out"},
 		{bg, fmt.Errorf("waiting for a runtime: %w", engine.ErrTimeout), 504, "Handler timed out"},
+		{bg, context.DeadlineExceeded, 504, "Handler timed out"}, // the caller's deadline, before or during the run
 		{bg, engine.ErrBusy, 503, "Too many requests waiting for a handler"},
 		{bg, engine.ErrRecycled, 503, "Handler runtime restarted"},
 		{bg, &engine.HandlerError{Msg: "SECRET in an exception"}, 500, "Handler failed"},
