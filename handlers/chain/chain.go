@@ -192,16 +192,25 @@ func (p *ClassPolicy) effective(rt *Runtime) (allowed, denied *hostmatch.List) {
 	return allowed, denied
 }
 
+// gate is steps 1 and 2, which gate all traffic, handlers included: the
+// step that blocks h, or 0 and the effective allowedHosts (nil if unset).
+func (p *ClassPolicy) gate(rt *Runtime, h string) (Step, *hostmatch.List) {
+	allowed, denied := p.effective(rt)
+	if denied != nil && denied.Match(h) {
+		return StepDenied, nil
+	}
+	if allowed != nil && !allowed.Match(h) {
+		return StepNotAllowed, nil
+	}
+	return 0, allowed
+}
+
 // Decide runs the nine steps for a request to the canonical host h. rt may
 // be nil when the instance has no overrides.
 func Decide(p *ClassPolicy, rt *Runtime, h string) Decision {
-	allowed, denied := p.effective(rt)
-	// 1, 2: the lists gate everything, handlers included.
-	if denied != nil && denied.Match(h) {
-		return Decision{Step: StepDenied}
-	}
-	if allowed != nil && !allowed.Match(h) {
-		return Decision{Step: StepNotAllowed}
+	blocked, allowed := p.gate(rt, h)
+	if blocked != 0 {
+		return Decision{Step: blocked}
 	}
 	var d Decision
 	// 3: runtime per-host; an override naming a missing handler is skipped.
@@ -265,15 +274,15 @@ func ConnectDecide(p *ClassPolicy, rt *Runtime, h string, port int) ConnectDecis
 	if p.InterceptHTTPS && port == 443 {
 		return ConnectDecision{Step: StepIntercept, Allow: true, Intercept: true}
 	}
-	allowed, denied := p.effective(rt)
-	if denied != nil && denied.Match(h) {
-		return ConnectDecision{Step: StepDenied}
-	}
-	if allowed != nil && !allowed.Match(h) {
-		return ConnectDecision{Step: StepNotAllowed}
+	blocked, allowed := p.gate(rt, h)
+	if blocked != 0 {
+		return ConnectDecision{Step: blocked}
 	}
 	if port != 443 && port != 80 {
-		return rawStep(p)
+		if p.EnableInternet {
+			return ConnectDecision{Step: StepInternet, Allow: true}
+		}
+		return ConnectDecision{Step: StepDefaultDeny}
 	}
 	s := fallback(p, allowed)
 	return ConnectDecision{Step: s, Allow: !s.Blocks()}
@@ -284,19 +293,5 @@ func ConnectDecide(p *ClassPolicy, rt *Runtime, h string, port int) ConnectDecis
 // jail or the transparent listener): steps 1 and 2, then only
 // enableInternet opens it, as for a CONNECT to a port other than 80 or 443.
 func RawDecide(p *ClassPolicy, rt *Runtime, h string) ConnectDecision {
-	allowed, denied := p.effective(rt)
-	if denied != nil && denied.Match(h) {
-		return ConnectDecision{Step: StepDenied}
-	}
-	if allowed != nil && !allowed.Match(h) {
-		return ConnectDecision{Step: StepNotAllowed}
-	}
-	return rawStep(p)
-}
-
-func rawStep(p *ClassPolicy) ConnectDecision {
-	if p.EnableInternet {
-		return ConnectDecision{Step: StepInternet, Allow: true}
-	}
-	return ConnectDecision{Step: StepDefaultDeny}
+	return ConnectDecide(p, rt, h, 0) // port 0: neither 80 nor 443, and never intercepted
 }
