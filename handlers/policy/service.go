@@ -93,9 +93,8 @@ func (s *Service) Connect(ctx context.Context, inst *instances.Instance, h strin
 // neither TLS nor HTTP (chain.RawDecide), whatever its port.
 func (s *Service) Raw(ctx context.Context, inst *instances.Instance, h string) decision.Connect {
 	return s.decideTunnel(inst, func(sc *Script) chain.ConnectDecision {
-		cls := sc.Policy.Class(inst.Class())
+		cls := s.class(sc, inst)
 		if cls == nil {
-			s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
 			return chain.ConnectDecision{Step: chain.StepDefaultDeny}
 		}
 		return chain.RawDecide(cls, inst.Runtime(), h)
@@ -179,24 +178,31 @@ func (s *Service) handle(ctx context.Context, sc *Script, inst *instances.Instan
 	}
 }
 
-// requestDecision is the chain's decision for a request to the canonical
-// host h. An instance whose class the script no longer defines is blocked at
-// step 9.
-func (s *Service) requestDecision(sc *Script, inst *instances.Instance, h string) chain.Decision {
+// class is the instance's class in sc, or nil, with a warning, when the
+// script no longer defines it: the instance is then blocked at step 9.
+func (s *Service) class(sc *Script, inst *instances.Instance) *chain.ClassPolicy {
 	cls := sc.Policy.Class(inst.Class())
 	if cls == nil {
 		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
+	}
+	return cls
+}
+
+// requestDecision is the chain's decision for a request to the canonical
+// host h.
+func (s *Service) requestDecision(sc *Script, inst *instances.Instance, h string) chain.Decision {
+	cls := s.class(sc, inst)
+	if cls == nil {
 		return chain.Decision{Step: chain.StepDefaultDeny}
 	}
 	return chain.Decide(cls, inst.Runtime(), h)
 }
 
 // connectDecision is the chain's decision for a CONNECT to the canonical
-// host h and port, with the same rule for a class that is gone.
+// host h and port.
 func (s *Service) connectDecision(sc *Script, inst *instances.Instance, h string, port int) chain.ConnectDecision {
-	cls := sc.Policy.Class(inst.Class())
+	cls := s.class(sc, inst)
 	if cls == nil {
-		s.log.Warn("instance class not in the script; blocking", "instance", inst.ID(), "class", inst.Class())
 		return chain.ConnectDecision{Step: chain.StepDefaultDeny}
 	}
 	return chain.ConnectDecide(cls, inst.Runtime(), h, port)
