@@ -428,7 +428,7 @@ func (iso *isolate) handlerError(err error) (error, bool) {
 	}
 	var ex *goja.Exception
 	if errors.As(err, &ex) {
-		se := iso.prog.exceptionError(iso.prog.info.Path, ex)
+		se := iso.prog.exceptionError(ex)
 		return &HandlerError{Msg: fmt.Sprintf("%s (at %s:%d:%d)", se.Msg, se.File, se.Line, se.Col)}, false
 	}
 	return &HandlerError{Msg: err.Error()}, false

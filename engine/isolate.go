@@ -151,7 +151,7 @@ var installTestHooks func(*goja.Runtime)
 func (p *Program) evalError(err error) error {
 	var ex *goja.Exception
 	if errors.As(err, &ex) {
-		return p.exceptionError(p.info.Path, ex)
+		return p.exceptionError(ex)
 	}
 	var so *goja.StackOverflowError
 	if errors.As(err, &so) {

@@ -87,7 +87,7 @@ func Load(ctx context.Context, path string, opts LoadOptions) (*Program, error) 
 }
 
 // exceptionError locates a JS exception in the user's source.
-func (p *Program) exceptionError(entry string, ex *goja.Exception) *ScriptError {
+func (p *Program) exceptionError(ex *goja.Exception) *ScriptError {
 	return p.b.Locate(ex)
 }
 

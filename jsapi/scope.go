@@ -63,13 +63,6 @@ func (s *Scope) Owner() any { return s.owner }
 // Instance is the instance the invocation serves.
 func (s *Scope) Instance() string { return s.instance }
 
-// Pending is the number of callbacks the scope waits for: fetches, body
-// reads and KV calls in flight, and timers that have not fired or been
-// cleared. It is the loop's own accounting of the invocation's work: a
-// promise with nothing pending behind it can only be settled by JS that is
-// already running.
-func (s *Scope) Pending() int { return s.pending }
-
 // Touched reports whether the invocation has started any I/O (a fetch, a KV
 // call, a read of a body stream). One that has not can be run again from
 // the start without anything outside the runtime seeing it twice.
