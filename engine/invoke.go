@@ -262,13 +262,7 @@ func (iso *isolate) call(inv *invocation, s *jsapi.Scope) {
 		callErr = ex
 	}
 	if callErr != nil {
-		e, fatal := iso.handlerError(callErr)
-		if fatal {
-			// Retired when the job returns; inv gets e then.
-			iso.fatal, iso.fatalScope = callErr, s
-			return
-		}
-		iso.finish(inv, nil, e)
+		iso.fail(inv, callErr)
 		return
 	}
 	o, ok := v.(*goja.Object)
@@ -305,13 +299,20 @@ func (iso *isolate) call(inv *invocation, s *jsapi.Scope) {
 func (iso *isolate) await(inv *invocation, o *goja.Object) {
 	then, _ := goja.AssertFunction(o.Get("then"))
 	if _, err := then(o, iso.onFulfilled, iso.onRejected); err != nil {
-		e, fatal := iso.handlerError(err)
-		if fatal {
-			iso.fatal, iso.fatalScope = err, inv.scope
-			return
-		}
-		iso.finish(inv, nil, e)
+		iso.fail(inv, err)
 	}
+}
+
+// fail ends inv with err, an error from calling into JS. If err broke the
+// runtime, the runtime is retired when the job returns, and inv gets its
+// error then.
+func (iso *isolate) fail(inv *invocation, err error) {
+	e, fatal := iso.handlerError(err)
+	if fatal {
+		iso.fatal, iso.fatalScope = err, inv.scope
+		return
+	}
+	iso.finish(inv, nil, e)
 }
 
 // current is the invocation whose promise reaction or fetch hook runs.

@@ -314,12 +314,8 @@ func (iso *isolate) afterJob() {
 	if iso.fatal == nil {
 		return
 	}
-	var blame *invocation
-	if iso.fatalScope != nil && !iso.fatalScope.Ended() {
-		blame, _ = iso.fatalScope.Owner().(*invocation)
-	}
 	err, _ := iso.handlerError(iso.fatal)
-	iso.kill(blame, err)
+	iso.kill(iso.current(iso.fatalScope), err)
 }
 
 // switched is jsapi's Config.Switch: it records whose code runs, so that a
