@@ -48,17 +48,14 @@ type invocation struct {
 	expired  bool // the deadline passed while begun
 	retries  int
 	scope    *jsapi.Scope // set when begun; its fields are the loop's
-	// Cancels the I/O the caller is doing for inv (callerWork). The timeout
-	// calls it: the job that would end the scope may wait behind another
-	// instance's code holding the runtime, and the caller with it.
+	// Cancels the I/O the caller is doing for inv (isolate.callerWork).
+	// The timeout calls it: the job that would end the scope may wait
+	// behind another instance's code holding the runtime, and the caller
+	// with it.
 	ioCancel context.CancelFunc
 
 	// Owned by the isolate's loop while begun.
 	promise *goja.Promise // the pending promise the handler returned, if any
-	// I/O its first run left for the caller (isolate.Go), and its cancel;
-	// the caller's.
-	callerWork   func()
-	callerCancel context.CancelFunc
 }
 
 // result is what the caller gets: a response, an error, or a fetch the

@@ -71,8 +71,11 @@ type isolate struct {
 	fatal      error
 	fatalScope *jsapi.Scope
 	// The invocation whose first run its own caller is running; its first
-	// I/O is left for that caller to do once it lets the isolate go.
-	inlineStart *invocation
+	// I/O, and the I/O's cancel, are left for that caller to do once it
+	// lets the isolate go.
+	inlineStart  *invocation
+	callerWork   func()
+	callerCancel context.CancelFunc
 }
 
 // newIsolate builds a runtime, evaluates the program in it and reads its
@@ -193,8 +196,8 @@ func (iso *isolate) Post(s *jsapi.Scope, fn func()) bool {
 // (A fetch ends when the invocation does, which its timeout ensures.)
 // Anything else gets a goroutine of its own.
 func (iso *isolate) Go(s *jsapi.Scope, work func(), cancel context.CancelFunc) {
-	if inv := iso.inlineStart; inv != nil && inv.callerWork == nil && s.Owner() == any(inv) {
-		inv.callerWork, inv.callerCancel = work, cancel
+	if inv := iso.inlineStart; inv != nil && iso.callerWork == nil && s.Owner() == any(inv) {
+		iso.callerWork, iso.callerCancel = work, cancel
 		return
 	}
 	go work()

@@ -291,18 +291,18 @@ func (pl *Pool) Invoke(ctx context.Context, c Call) (*http.Response, error) {
 	if iso != nil {
 		iso.inlineStart = inv
 		iso.runStart(inv)
-		iso.inlineStart = nil
+		w, cancel := iso.callerWork, iso.callerCancel
+		iso.inlineStart, iso.callerWork, iso.callerCancel = nil, nil, nil
 		iso.release()
-		if w := inv.callerWork; w != nil {
-			inv.callerWork = nil
+		if w != nil {
 			pl.mu.Lock()
 			answered := inv.answered
-			inv.ioCancel = inv.callerCancel // from now on the timeout ends it
+			inv.ioCancel = cancel // from now on the timeout ends it
 			pl.mu.Unlock()
 			if answered {
 				// Crashed or timed out already: answer now, the fetch is
 				// for nothing and winds down.
-				inv.callerCancel()
+				cancel()
 				go w()
 			} else {
 				w()
