@@ -52,13 +52,21 @@ type Capture struct {
 // request by request by its Host, and any other stream as a raw tunnel
 // (Backend.Raw). Nothing is dialled before the decision, and what is dialled
 // is the name, never the address the client chose. A refused connection is
-// closed; a refused HTTP request gets the block response.
+// closed; a refused HTTP request gets the block response. Shutdown drains
+// it like a request; one arriving during Shutdown is refused.
 func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
+	// Counted whole, sniffing and deciding included, so Shutdown drains it;
+	// added before the shutting check, so Shutdown either waits or refuses.
+	s.active.add()
+	defer s.active.done()
 	// The inner server owns an intercepted or plain-HTTP connection once it
 	// is handed over; closing it is how the caller learns it has ended.
 	nc := &notifyConn{Conn: conn, closed: make(chan struct{})}
 	conn = nc
 	defer func() { <-nc.closed }()
+	// The forced cut also ends one still sniffing or deciding: Shutdown
+	// waits for it.
+	defer context.AfterFunc(s.baseCtx, func() { nc.Close() })()
 	a := &audit{start: time.Now(), id: s.newRequestID(), instance: c.Instance, method: http.MethodConnect,
 		scheme: "tcp", host: c.Host, port: c.Port, via: c.Via}
 	handedOff := false // once a tunnel owns the audit record, it logs it
@@ -68,7 +76,7 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 			s.logAudit(ctx, a)
 		}
 	}()
-	if s.baseCtx.Err() != nil {
+	if s.shutting.Load() {
 		a.step, a.err = stepShutdown, errors.New("shutting down")
 		return
 	}
@@ -226,8 +234,6 @@ func (s *Server) captureRaw(ctx context.Context, t *relay, epoch uint64) {
 	}
 	defer up.Close()
 	t.setUp(up) // closed at once if t was cut while dialling
-	s.active.add()
-	defer s.active.done()
 	start := time.Now()
 	a.bytesIn, a.bytesOut = pipe(t.conn, t.conn, up)
 	rec.Finish(&http.Response{StatusCode: http.StatusOK, Proto: "HTTP/1.1", Header: http.Header{}}, a.bytesOut, time.Since(start))

@@ -102,6 +102,9 @@ type Server struct {
 	startMu   sync.Mutex
 	innerUp   bool
 	shutStart bool
+	// shutting is set when Shutdown starts; the outer server stops
+	// accepting by itself, captured connections check this.
+	shutting atomic.Bool
 
 	baseCtx context.Context // every request's and tunnel's; cancelled when Shutdown forces
 	cancel  context.CancelFunc
@@ -110,7 +113,7 @@ type Server struct {
 	mu          sync.Mutex
 	relays      map[*relay]struct{} // open CONNECT tunnels and relayed WebSockets
 	mitm        sync.Map            // *tls.Conn -> *relay, for the inner server
-	active      activity            // handler goroutines, tunnels and relays included
+	active      activity            // handler goroutines, tunnels, relays and captured connections included
 
 	connRefusedLog atomic.Int64  // unix nanos of the last MaxConns log line
 	policyEpoch    atomic.Uint64 // Redecide calls so far

@@ -15,12 +15,14 @@ import (
 const ForceWait = 5 * time.Second
 
 // Shutdown stops accepting and drains: requests, streams, tunnels and
-// relayed WebSockets in flight may finish until ctx is done. Whatever is
-// still open then is cut: every request's context is cancelled and every
-// connection, tunnel and stream is closed. Shutdown returns once the
+// relayed WebSockets in flight may finish until ctx is done, and captured
+// connections arriving meanwhile are refused. Whatever is still open then
+// is cut: every request's context is cancelled and every connection,
+// tunnel and stream is closed. Shutdown returns once the
 // goroutines serving them have returned (waiting at most ForceWait after the
 // cut). Its error says what had to be cut; nil means everything drained.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
 	s.startMu.Lock()
 	s.shutStart = true
 	s.startMu.Unlock()

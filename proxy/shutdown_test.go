@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,5 +122,129 @@ func TestShutdownCutsEndlessStream(t *testing.T) {
 	}
 	if _, err := io.ReadAll(res.Body); err == nil {
 		t.Fatal("the stream ended cleanly; want it cut")
+	}
+}
+
+// shutdownStarted waits until Shutdown has closed the proxy listener.
+func shutdownStarted(t *testing.T, h *harness) {
+	t.Helper()
+	waitUntil(t, "Shutdown to stop accepting", func() bool {
+		c, err := net.Dial("tcp", h.addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+}
+
+func shutdownLater(h *harness) <-chan error {
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		shut <- h.srv.Shutdown(ctx)
+	}()
+	return shut
+}
+
+// A captured connection still being decided when Shutdown starts is
+// drained like a request: Shutdown waits for it, and it is served.
+func TestShutdownWaitsForCapturedInProgress(t *testing.T) {
+	echo, _ := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	h := newHarness(t, harnessOpts{connectTo: []string{"raw.test:7000:" + echo}})
+	entered, release := make(chan struct{}), make(chan struct{})
+	h.backend.raw = func(Instance, string) decision.Connect {
+		close(entered)
+		<-release
+		return decision.Connect{Allow: true, Step: "internet"}
+	}
+	c := dialCaptured(t, h.captureListener(Capture{Host: "raw.test", Port: 7000}))
+	const msg = "\x00\x01hello\n"
+	io.WriteString(c, msg)
+	<-entered
+	if n := h.srv.active.count(); n != 1 {
+		t.Fatalf("%d running while a captured connection is decided, want 1", n)
+	}
+
+	shut := shutdownLater(h)
+	shutdownStarted(t, h)
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a captured connection was being decided", err)
+	default:
+	}
+	close(release)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+		t.Fatalf("echo through the drained connection: %q, %v", got, err)
+	}
+	c.Close()
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown after the captured connection ended: %v", err)
+	}
+}
+
+// A captured connection arriving during the grace period is refused
+// before it is decided or dialled.
+func TestShutdownRefusesNewCaptured(t *testing.T) {
+	echo, accepts := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	h := newHarness(t, harnessOpts{connectTo: []string{"raw.test:7000:" + echo}})
+	var decided atomic.Int64
+	h.backend.raw = func(Instance, string) decision.Connect {
+		decided.Add(1)
+		return decision.Connect{Allow: true, Step: "internet"}
+	}
+	// A request in flight holds the grace period open.
+	entered, release := make(chan struct{}), make(chan struct{})
+	h.backend.handle = func(ctx context.Context, inst Instance, req *http.Request) (*http.Response, decision.Outcome) {
+		close(entered)
+		<-release
+		return textResponse(200, "finished"), decision.Outcome{Step: "handler"}
+	}
+	held := make(chan error, 1)
+	go func() {
+		res, err := h.client("a", tokenA, "a").Get("http://hold.test/")
+		if err == nil {
+			res.Body.Close()
+		}
+		held <- err
+	}()
+	<-entered
+	addr := h.captureListener(Capture{Host: "raw.test", Port: 7000})
+
+	shut := shutdownLater(h)
+	shutdownStarted(t, h)
+	c := dialCaptured(t, addr)
+	io.WriteString(c, "\x00\x01hello\n")
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes from a connection captured during the grace period", n)
+	}
+	waitUntil(t, "the refusal's log line", func() bool { return strings.Contains(h.logs.String(), `"step":"shutdown"`) })
+	if n, d := accepts.Load(), decided.Load(); n != 0 || d != 0 {
+		t.Fatalf("a connection captured during the grace period was decided %d and dialled %d times", d, n)
+	}
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatalf("the request in flight: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// A captured connection still waiting for its first bytes when the grace
+// period ends is closed by the cut, not waited for.
+func TestShutdownCutsSilentCaptured(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	c := dialCaptured(t, h.captureListener(Capture{Host: "web.test", Port: 443}))
+	waitUntil(t, "the captured connection to be served", func() bool { return h.srv.active.count() == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace at all
+	err := h.srv.Shutdown(ctx)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "closed 1 ") {
+		t.Fatalf("Shutdown with a silent captured connection: %v", err)
+	}
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes from a cut connection", n)
 	}
 }
