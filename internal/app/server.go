@@ -498,7 +498,11 @@ func (s *App) Serve(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() { errc <- s.reloader.Run(watchCtx) }()
-	transDone := s.serveTransparent(watchCtx, errc)
+	// Not ctx: transparent connections drain with the proxy's, and are cut
+	// only after its grace period.
+	transCtx, cutTrans := context.WithCancel(context.WithoutCancel(ctx))
+	defer cutTrans()
+	transDone := s.serveTransparent(transCtx, errc)
 
 	var err error
 	select {
@@ -510,7 +514,11 @@ func (s *App) Serve(ctx context.Context) error {
 		}
 	}
 	stopWatch()
+	if s.transLn != nil {
+		s.transLn.Close() // stops accepting; open connections drain
+	}
 	s.shutdown()
+	cutTrans()
 	<-transDone
 	if cerr := s.Close(); err == nil {
 		err = cerr

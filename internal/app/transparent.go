@@ -41,8 +41,9 @@ func (s *App) TransparentAddr() net.Addr {
 	return s.transLn.Addr()
 }
 
-// serveTransparent serves the transparent listener until ctx is done; a
-// failure goes to errc. The channel closes when every connection is done.
+// serveTransparent serves the transparent listener until it is closed
+// (its connections then drain) or ctx is done (they are cut); a failure
+// goes to errc. The channel closes when every connection is done.
 func (s *App) serveTransparent(ctx context.Context, errc chan<- error) <-chan struct{} {
 	done := make(chan struct{})
 	if s.transLn == nil {

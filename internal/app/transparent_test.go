@@ -89,6 +89,9 @@ func transparentInNetns(t *testing.T) {
 			"203.0.113.11:7000:" + echo,
 			"denied.test:80:" + trap,
 		},
+		// Long enough for the drain below on a busy machine; it ends as
+		// soon as the connection does.
+		ShutdownGrace: time.Minute,
 	})
 	port := srv.TransparentAddr().(*net.TCPAddr).Port
 	// The README's rule, for traffic this namespace sends out.
@@ -160,6 +163,46 @@ func transparentInNetns(t *testing.T) {
 	waitLog(t, srv, "no instance has this client address")
 	if n := trapped.Load(); n != 0 {
 		t.Fatalf("%d connections reached the denied host's listener", n)
+	}
+
+	// Shutdown drains a transparent connection as it does a proxied one:
+	// it keeps working once the listeners are closed, until it ends.
+	c, err = from("10.203.0.2").Dial("tcp", "203.0.113.11:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	echoed := func(msg string) bool {
+		fmt.Fprint(c, msg)
+		buf := make([]byte, len(msg))
+		_, err := io.ReadFull(c, buf)
+		return err == nil && string(buf) == msg
+	}
+	if !echoed("\x00one\n") {
+		t.Fatal("raw echo before the shutdown failed")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Stop() }()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		pc, err := net.Dial("tcp", srv.ProxyAddr().String())
+		if err != nil {
+			break // the shutdown has started
+		}
+		pc.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy listener still accepts after Stop")
+		}
+	}
+	if !echoed("\x00two\n") {
+		t.Fatal("a transparent connection was cut as the shutdown started; want it drained")
+	}
+	c.Close()
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if log := srv.Log.String(); strings.Contains(log, `msg="proxy shutdown"`) {
+		t.Fatalf("the shutdown had to cut connections:\n%s", log)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +32,12 @@ type Server struct {
 	*app.App
 	Admin *client.Client
 	Log   *testlog.Buffer
+	stop  func() error
 }
+
+// Stop shuts the server down as a signal does (draining for the grace
+// period) and returns what Serve returned. Cleanup stops it too.
+func (s *Server) Stop() error { return s.stop() }
 
 // Start runs a server for cfg, filling in loopback ephemeral listeners, a
 // temp state dir and a debug logger into a testlog.Buffer. It stops at cleanup.
@@ -58,18 +64,21 @@ func Start(t testing.TB, cfg app.Config) *Server {
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("outbound stopped with: %v", err)
-			}
+			return err
 		case <-time.After(2 * time.Minute): // the grace period plus a busy machine
-			t.Errorf("outbound did not stop within 2 minutes")
+			return errors.New("outbound did not stop within 2 minutes")
 		}
 	})
-	return &Server{App: srv, Admin: client.New(srv.AdminAddr().String(), cfg.AdminToken), Log: logs}
+	t.Cleanup(func() {
+		if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("outbound stopped with: %v", err)
+		}
+	})
+	return &Server{App: srv, Admin: client.New(srv.AdminAddr().String(), cfg.AdminToken), Log: logs, stop: stop}
 }
 
 // Create creates an instance through the control API.
