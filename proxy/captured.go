@@ -203,15 +203,14 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 		}
 		s.terminate(t, conn, authority)
 	default:
-		t.mode, t.decide = modeRaw, decide
-		s.captureRaw(ctx, t, epoch)
+		t.mode, t.decide, t.epoch = modeRaw, decide, epoch
+		s.captureRaw(ctx, t)
 	}
 }
 
 // captureRaw dials t's name and port through the guarded dialer and relays
-// bytes until both directions end. epoch is the policy epoch t was decided
-// at (see Redecide).
-func (s *Server) captureRaw(ctx context.Context, t *relay, epoch uint64) {
+// bytes until both directions end.
+func (s *Server) captureRaw(ctx context.Context, t *relay) {
 	a := t.a
 	target := net.JoinHostPort(t.host, strconv.Itoa(t.port))
 	rec := s.opts.HAR.Begin(t.inst, a.id, &http.Request{
@@ -221,7 +220,9 @@ func (s *Server) captureRaw(ctx context.Context, t *relay, epoch uint64) {
 	s.opts.Metrics.tunnel(modeRaw, 1)
 	s.track(t)
 	defer t.finish()
-	s.opened(s.baseCtx, t, epoch)
+	if !s.opened(s.baseCtx, t) {
+		return // cut before anything was dialled
+	}
 	if s.opts.Dial == nil {
 		a.status, a.err = http.StatusBadGateway, errors.New("no dialer for raw tunnels")
 		return

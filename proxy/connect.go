@@ -197,6 +197,20 @@ func (s *Server) interceptCurves() []tls.CurveID {
 // rawTunnel dials host:port through the guarded dialer and relays bytes.
 // epoch is the policy epoch the tunnel was decided at (see Redecide).
 func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance, h string, port int, a *audit, epoch uint64) {
+	decide := func(ctx context.Context) decision.Connect { return s.opts.Backend.Connect(ctx, inst, h, port) }
+	if dec, again := s.decideAgain(r.Context(), decide, &epoch); again {
+		a.step = dec.Step
+		switch {
+		case !dec.Allow:
+			s.releaseSlot()
+			s.refuseConnect(w, r, inst, dec.Block, a)
+			s.logAudit(r.Context(), a)
+			return
+		case dec.Intercept:
+			s.intercept(w, r, inst, h, port, a)
+			return
+		}
+	}
 	rec := s.connectRecord(r, inst, a)
 	fail := func(status int, msg string, err error) {
 		s.releaseSlot()
@@ -224,13 +238,12 @@ func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance
 		fail(http.StatusInternalServerError, "internal error", fmt.Errorf("hijack CONNECT: %w", err))
 		return
 	}
-	t := &relay{inst: inst, host: h, port: port, mode: modeRaw, conn: conn, up: up, a: a,
-		decide: func(ctx context.Context) decision.Connect { return s.opts.Backend.Connect(ctx, inst, h, port) }}
+	t := &relay{inst: inst, host: h, port: port, mode: modeRaw, conn: conn, up: up, a: a, decide: decide, epoch: epoch}
 	s.opts.Metrics.tunnel(modeRaw, 1)
 	s.track(t)
 	defer t.finish()
 	defer up.Close()
-	s.opened(s.baseCtx, t, epoch)
+	s.opened(s.baseCtx, t)
 	a.status = http.StatusOK
 	_ = conn.SetDeadline(time.Time{})
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {

@@ -156,7 +156,11 @@ type harnessOpts struct {
 	postQuantum bool // Options.InterceptPostQuantum
 	// wrapListener, if set, wraps the proxy's listener (to watch its conns).
 	wrapListener func(net.Listener) net.Listener
+	// wrapDial, if set, wraps the dialer of raw tunnels.
+	wrapDial func(dialFunc) dialFunc
 }
+
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 const (
 	tokenA = "token-a-0123456789abcdef0123456789abcdef"
@@ -201,10 +205,14 @@ func newHarness(t testing.TB, ho harnessOpts) *harness {
 		logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	store := har.NewStore(100)
+	dial := up.DialContext
+	if ho.wrapDial != nil {
+		dial = ho.wrapDial(dial)
+	}
 	srv, err := New(Options{
 		Backend:    backend,
 		CAs:        cas,
-		Dial:       up.DialContext,
+		Dial:       dial,
 		Guard:      guard,
 		Logger:     logger,
 		Metrics:    m,

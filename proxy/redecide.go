@@ -10,6 +10,8 @@ package proxy
 
 import (
 	"context"
+
+	"github.com/outbound-dev/outbound/internal/decision"
 )
 
 // Redecide decides every open opaque tunnel of the instance with id again
@@ -40,18 +42,40 @@ func (s *Server) Redecide(ctx context.Context, id string) int {
 	return cut
 }
 
-// opened is called once a raw tunnel decided at epoch is tracked: if the
-// policy changed in between, Redecide may have missed it.
-func (s *Server) opened(ctx context.Context, t *relay, epoch uint64) {
-	if s.policyEpoch.Load() != epoch {
-		s.redecide(ctx, t)
+// decideAgain returns decide's answer now, and true, if the policy changed
+// since *epoch, which it moves to the epoch of that answer. A raw tunnel is
+// checked so just before it is dialled (nothing the policy now refuses is
+// dialled) and once tracked (Redecide may have looked before).
+func (s *Server) decideAgain(ctx context.Context, decide func(context.Context) decision.Connect, epoch *uint64) (decision.Connect, bool) {
+	now := s.policyEpoch.Load()
+	if now == *epoch {
+		return decision.Connect{}, false
 	}
+	*epoch = now
+	return decide(ctx), true
+}
+
+// opened is called once a raw tunnel is tracked: if the policy changed
+// since it was decided, Redecide may have missed it. It reports whether t
+// is still open (neither this nor anything else cut it).
+func (s *Server) opened(ctx context.Context, t *relay) bool {
+	if dec, again := s.decideAgain(ctx, t.decide, &t.epoch); again {
+		s.cutRefused(t, dec)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !t.cutDone
 }
 
 // redecide asks the Backend about t again and cuts it if the answer is no
 // longer an opaque tunnel. It reports whether it cut t.
 func (s *Server) redecide(ctx context.Context, t *relay) bool {
-	dec := t.decide(ctx)
+	return s.cutRefused(t, t.decide(ctx))
+}
+
+// cutRefused cuts t if dec, its new decision, is no longer an opaque
+// tunnel. It reports whether it cut t.
+func (s *Server) cutRefused(t *relay, dec decision.Connect) bool {
 	reason := ""
 	switch {
 	case !dec.Allow:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -138,10 +139,10 @@ func TestRedecideCutsWhatThePolicyNowRefuses(t *testing.T) {
 	waitFor(t, func() bool { return h.srv.ActiveTunnels() == 1 })
 }
 
-// A tunnel decided on the old policy but opened after Redecide looked is
-// decided again as it opens.
+// A tunnel decided on the old policy, before Redecide looked, is decided
+// again before it is dialled: nothing the new policy refuses is opened.
 func TestRedecideCatchesTunnelDecidedBeforeTheChange(t *testing.T) {
-	echo := echoListener(t)
+	echo, accepts := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) })
 	_, port, _ := net.SplitHostPort(echo)
 	h := newHarness(t, harnessOpts{connectTo: []string{"late.test:8000:127.0.0.1:" + port}})
 	var pol hostPolicy
@@ -157,17 +158,95 @@ func TestRedecideCatchesTunnelDecidedBeforeTheChange(t *testing.T) {
 		}
 		return d
 	}
-	opened := make(chan error, 1)
+	answered := make(chan string, 1)
 	c, br := h.raw()
-	go func() { opened <- connectThenClosed(c, br, "late.test:8000", basic("a", tokenA)) }()
+	go func() {
+		fmt.Fprintf(c, "CONNECT late.test:8000 HTTP/1.1\r\nHost: late.test:8000\r\nProxy-Authorization: %s\r\n\r\n", basic("a", tokenA))
+		res, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		answered <- res.Status
+	}()
 	<-decided // allowed on the old policy, not tracked yet
 	pol.set(map[string]decision.Connect{"late.test": denied})
 	if n := h.srv.Redecide(context.Background(), "a"); n != 0 {
 		t.Fatalf("Redecide cut %d tunnels before any was open", n)
 	}
 	close(proceed)
+	if got, want := <-answered, strconv.Itoa(decision.StatusBlocked); !strings.HasPrefix(got, want+" ") {
+		t.Fatalf("CONNECT decided before the policy change: %s, want the new policy's %s", got, want)
+	}
+	if n := accepts.Load(); n != 0 {
+		t.Fatalf("the refused target was dialled %d times", n)
+	}
+}
+
+// A tunnel the policy changes under while it is being dialled is decided
+// again once tracked (Redecide did not see it), and cut.
+func TestRedecideCatchesTunnelDialledDuringTheChange(t *testing.T) {
+	echo := echoListener(t)
+	_, port, _ := net.SplitHostPort(echo)
+	dialling, proceed := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, harnessOpts{
+		connectTo: []string{"late.test:8000:127.0.0.1:" + port},
+		wrapDial: func(dial dialFunc) dialFunc {
+			return func(ctx context.Context, network, addr string) (net.Conn, error) {
+				close(dialling)
+				<-proceed
+				return dial(ctx, network, addr)
+			}
+		},
+	})
+	var pol hostPolicy
+	pol.set(nil)
+	h.backend.connect = pol.decide
+	opened := make(chan error, 1)
+	c, br := h.raw()
+	go func() { opened <- connectThenClosed(c, br, "late.test:8000", basic("a", tokenA)) }()
+	<-dialling
+	pol.set(map[string]decision.Connect{"late.test": denied})
+	if n := h.srv.Redecide(context.Background(), "a"); n != 0 {
+		t.Fatalf("Redecide cut %d tunnels before any was open", n)
+	}
+	close(proceed)
 	if err := <-opened; err != nil {
-		t.Fatalf("a tunnel decided before the policy change: %v", err)
+		t.Fatalf("a tunnel dialled during the policy change: %v", err)
+	}
+}
+
+// The same for a captured raw stream: decided on the old policy, it is
+// decided again before it is dialled, and closed.
+func TestRedecideCatchesCapturedDecidedBeforeTheChange(t *testing.T) {
+	echo, accepts := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	h := newHarness(t, harnessOpts{connectTo: []string{"ssh.test:2222:" + echo}})
+	var denied atomic.Bool
+	decided, proceed := make(chan struct{}), make(chan struct{})
+	h.backend.raw = func(Instance, string) decision.Connect {
+		d := decision.Connect{Allow: !denied.Load(), Step: "internet"}
+		select {
+		case <-decided: // not the first call
+		default:
+			close(decided)
+			<-proceed
+		}
+		return d
+	}
+	c := dialCaptured(t, h.captureListener(Capture{Host: "ssh.test", Port: 2222}))
+	io.WriteString(c, "\x00hello\n")
+	<-decided
+	denied.Store(true)
+	if n := h.srv.Redecide(context.Background(), "a"); n != 0 {
+		t.Fatalf("Redecide cut %d streams before any was open", n)
+	}
+	close(proceed)
+	if !(&tunnel{c, bufio.NewReader(c)}).closed() {
+		t.Fatal("the captured stream stayed open")
+	}
+	waitFor(t, func() bool { return strings.Contains(h.logs.String(), "no longer lets this tunnel through") })
+	if n := accepts.Load(); n != 0 {
+		t.Fatalf("the refused target was dialled %d times", n)
 	}
 }
 

@@ -40,7 +40,10 @@ type relay struct {
 	cutDone bool      // cut once; s.mu
 	// decide decides an opaque tunnel (raw, or TLS not intercepted) again,
 	// as it was decided when it opened; nil for the others (see Redecide).
-	decide   func(context.Context) decision.Connect
+	decide func(context.Context) decision.Connect
+	// epoch is the policy epoch of the last decision (see opened); only
+	// the goroutine serving t uses it.
+	epoch    uint64
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
 	ended    sync.Once
