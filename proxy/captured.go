@@ -99,16 +99,17 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 	}
 
 	name := c.Host
+	var seen []byte // what reading the ClientHello took out of br
 	switch kind {
 	case payloadTLS:
 		a.scheme = "tls"
 		_ = conn.SetReadDeadline(time.Now().Add(s.opts.TLSHandshakeTimeout))
-		hello, seen, err := peekClientHello(br)
+		hello, read, err := peekClientHello(br)
 		if err != nil {
 			a.step, a.status, a.err = stepHandshake, http.StatusBadRequest, fmt.Errorf("reading the ClientHello: %w", err)
 			return
 		}
-		conn = replay(conn, seen, br)
+		seen = read
 		if hello.ServerName != "" {
 			sni, err := host.Normalize(hello.ServerName)
 			switch {
@@ -140,10 +141,8 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 				name = h
 			}
 		}
-		conn = replay(conn, nil, br)
-	default:
-		conn = replay(conn, nil, br)
 	}
+	conn = replay(conn, seen, br)
 	_ = conn.SetReadDeadline(time.Time{})
 	a.host = name
 	if name != c.Host && s.isSelf(name, c.Port) {
@@ -238,27 +237,6 @@ func (s *Server) captureRaw(ctx context.Context, t *relay) {
 	start := time.Now()
 	a.bytesIn, a.bytesOut = pipe(t.conn, t.conn, up)
 	rec.Finish(&http.Response{StatusCode: http.StatusOK, Proto: "HTTP/1.1", Header: http.Header{}}, a.bytesOut, time.Since(start))
-}
-
-// replay puts the bytes already read from conn (seen, then what br still
-// buffers) back in front of it.
-func replay(conn net.Conn, seen []byte, br *bufio.Reader) net.Conn {
-	buffered, _ := br.Peek(br.Buffered())
-	if len(seen)+len(buffered) == 0 {
-		return conn
-	}
-	pre := make([]byte, 0, len(seen)+len(buffered))
-	pre = append(append(pre, seen...), buffered...)
-	return &prefixConn{Conn: conn, pre: pre}
-}
-
-// CloseWrite half-closes the connection underneath, so a relay can pass on
-// the client's end of stream.
-func (p *prefixConn) CloseWrite() error {
-	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
 }
 
 // notifyConn closes its channel when the connection is closed.

@@ -132,7 +132,7 @@ func (s *Server) intercept(w http.ResponseWriter, r *http.Request, inst Instance
 		t.finish()
 		return
 	}
-	s.terminate(t, bufferedConn(conn, brw.Reader), authority)
+	s.terminate(t, replay(conn, nil, brw.Reader), authority) // bytes sent right behind the CONNECT
 }
 
 // terminate completes the sandbox's TLS handshake on conn with a leaf for
@@ -255,15 +255,16 @@ func (s *Server) rawTunnel(w http.ResponseWriter, r *http.Request, inst Instance
 	rec.Finish(&http.Response{StatusCode: http.StatusOK, Proto: r.Proto, Header: http.Header{}}, a.bytesOut, time.Since(start))
 }
 
-// bufferedConn keeps bytes the client sent right behind its CONNECT (already
-// in the server's read buffer) in front of the connection.
-func bufferedConn(c net.Conn, br *bufio.Reader) net.Conn {
-	n := br.Buffered()
-	if n == 0 {
-		return c
+// replay puts the bytes already read from conn (seen, then what br still
+// buffers) back in front of it.
+func replay(conn net.Conn, seen []byte, br *bufio.Reader) net.Conn {
+	buffered, _ := br.Peek(br.Buffered())
+	if len(seen)+len(buffered) == 0 {
+		return conn
 	}
-	pre, _ := br.Peek(n)
-	return &prefixConn{Conn: c, pre: append([]byte(nil), pre...)}
+	pre := make([]byte, 0, len(seen)+len(buffered))
+	pre = append(append(pre, seen...), buffered...)
+	return &prefixConn{Conn: conn, pre: pre}
 }
 
 type prefixConn struct {
@@ -279,6 +280,15 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return p.Conn.Read(b)
+}
+
+// CloseWrite half-closes the connection underneath, so a relay can pass on
+// the client's end of stream.
+func (p *prefixConn) CloseWrite() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
 }
 
 type countConn struct {
