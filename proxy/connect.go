@@ -272,7 +272,6 @@ type prefixConn struct {
 	pre []byte
 }
 
-// countConn counts an intercepted tunnel's bytes on the wire.
 func (p *prefixConn) Read(b []byte) (int, error) {
 	if len(p.pre) > 0 {
 		n := copy(b, p.pre)
@@ -291,6 +290,7 @@ func (p *prefixConn) CloseWrite() error {
 	return errors.ErrUnsupported
 }
 
+// countConn counts an intercepted tunnel's bytes on the wire.
 type countConn struct {
 	net.Conn
 	t *relay
