@@ -186,7 +186,7 @@ func (s *Server) ServeCaptured(ctx context.Context, conn net.Conn, c Capture) {
 	t := &relay{inst: c.Instance, host: name, port: c.Port, conn: conn, a: a}
 	switch {
 	case kind == payloadHTTP:
-		t.mode, t.plain = modeCapturedHTTP, true
+		t.mode = modeCapturedHTTP
 		s.opts.Metrics.tunnel(t.mode, 1)
 		s.track(t)
 		s.serveInner(t, &countConn{Conn: conn, t: t})

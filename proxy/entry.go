@@ -67,7 +67,7 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	scheme, defaultPort := "https", 443
-	if t.plain {
+	if t.mode == modeCapturedHTTP {
 		scheme, defaultPort = "http", 80
 	}
 	a := &audit{start: time.Now(), id: s.newRequestID(), instance: t.inst, method: r.Method, scheme: scheme,

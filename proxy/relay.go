@@ -31,8 +31,7 @@ type relay struct {
 	inst    Instance
 	host    string
 	port    int
-	mode    string
-	plain   bool      // a captured plain-HTTP connection: its requests are http://
+	mode    string    // modeCapturedHTTP: its requests are http://
 	conn    net.Conn  // the sandbox side, as hijacked
 	up      io.Closer // the upstream side of a raw tunnel or WebSocket; nil when intercepted; s.mu
 	a       *audit    // logged when the tunnel ends
