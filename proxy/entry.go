@@ -112,7 +112,7 @@ func (s *Server) isSelf(h string, port int) bool {
 	var ips []netip.Addr
 	if ip, err := netip.ParseAddr(h); err == nil {
 		ips = []netip.Addr{ip}
-	} else if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+	} else if host.IsLocalhost(h) {
 		ips = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Loopback(), netip.AddrFrom4([4]byte{127, 0, 0, 1})}
 	}
 	for _, ip := range ips {

@@ -99,6 +99,10 @@ func Normalize(h string) (string, error) {
 	return name, nil
 }
 
+// IsLocalhost reports whether h, a canonical host, is localhost or a name
+// under it: loopback by definition (RFC 6761), never a DNS query.
+func IsLocalhost(h string) bool { return h == "localhost" || strings.HasSuffix(h, ".localhost") }
+
 // Label returns the canonical form of one DNS label (lower case, punycode).
 // It is for pattern fragments, where a label is checked on its own; a label
 // is never treated as an IP address.

@@ -307,3 +307,24 @@ func BenchmarkNormalizeASCII(b *testing.B) {
 		}
 	}
 }
+
+func TestIsLocalhost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"localhost":         true,
+		"api.localhost":     true,
+		"a.b.localhost":     true,
+		"localhost.example": false,
+		"notlocalhost":      false,
+		"xlocalhost":        false,
+		"127.0.0.1":         false,
+		"::1":               false,
+		"":                  false,
+		// Not canonical: Normalize first.
+		"LOCALHOST":  false,
+		"localhost.": false,
+	} {
+		if got := IsLocalhost(h); got != want {
+			t.Errorf("IsLocalhost(%q) = %v, want %v", h, got, want)
+		}
+	}
+}

@@ -185,7 +185,7 @@ func (p *Pool) Answer(query []byte) ([]byte, error) {
 			return build(res, &q, nil)
 		}
 		addr = ip
-	} else if name == "localhost" || strings.HasSuffix(name, ".localhost") {
+	} else if host.IsLocalhost(name) {
 		addr = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	} else {
 		addr = p.Addr(name)

@@ -187,7 +187,7 @@ func (t *Transport) dial(ctx context.Context, network, addr string) (net.Conn, e
 // first), anything else as given.
 func dialHost(ctx context.Context, d *net.Dialer, network, h string, port int) (net.Conn, error) {
 	targets := []string{joinHostPort(h, port)}
-	if isLocalhost(h) {
+	if host.IsLocalhost(h) {
 		targets = []string{joinHostPort("127.0.0.1", port), joinHostPort("::1", port)}
 	}
 	var first error
@@ -206,13 +206,10 @@ func dialHost(ctx context.Context, d *net.Dialer, network, h string, port int) (
 	return nil, first
 }
 
-// isLocalhost reports a name that is loopback by definition (RFC 6761).
-func isLocalhost(h string) bool { return h == "localhost" || strings.HasSuffix(h, ".localhost") }
-
 // literals returns the addresses a dial to ADDR:port reaches without
 // resolving a name, or nil when ADDR is a name that needs DNS.
 func literals(addr string, port int) []netip.AddrPort {
-	if isLocalhost(addr) {
+	if host.IsLocalhost(addr) {
 		return []netip.AddrPort{
 			netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)),
 			netip.AddrPortFrom(netip.IPv6Loopback(), uint16(port)),
