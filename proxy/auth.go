@@ -45,19 +45,19 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, a *audit) 
 		}
 	}
 	var inst Instance
-	parsed := ok
+	var home string
 	if ok {
-		inst, ok = s.opts.Backend.Authenticate(id, token)
-	}
-	if parsed && (!ok || inst == nil) {
 		if m, isFleet := s.opts.Backend.(Misdirector); isFleet {
-			if home, elsewhere := m.Misdirected(id, token); elsewhere {
-				a.step, a.status = stepOtherHome, http.StatusMisdirectedRequest
-				w.Header().Set("X-Outbound-Home", home)
-				plain(w, a.status, fmt.Sprintf("instance %s is served by the outbound replica at %s: use the proxy_url it was created with", id, home))
-				return nil
-			}
+			inst, home, ok = m.AuthenticateHome(id, token)
+		} else {
+			inst, ok = s.opts.Backend.Authenticate(id, token)
 		}
+	}
+	if (!ok || inst == nil) && home != "" {
+		a.step, a.status = stepOtherHome, http.StatusMisdirectedRequest
+		w.Header().Set("X-Outbound-Home", home)
+		plain(w, a.status, fmt.Sprintf("instance %s is served by the outbound replica at %s: use the proxy_url it was created with", id, home))
+		return nil
 	}
 	if !ok || inst == nil {
 		if present {

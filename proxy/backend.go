@@ -22,11 +22,12 @@ type Instance interface {
 }
 
 // Misdirector is implemented by a Backend that is one replica of a fleet.
-// For credentials that Authenticate refused but that are right for an
-// instance another replica serves, it names that replica (HOST:PORT): the
-// request gets 421 naming it, and never a certificate of this replica.
+// AuthenticateHome is Authenticate, and for credentials it refuses but
+// that are right for an instance another replica serves, it names that
+// replica (HOST:PORT) as home: the request gets 421 naming it, and never a
+// certificate of this replica. One call checks the token once.
 type Misdirector interface {
-	Misdirected(id, token string) (home string, ok bool)
+	AuthenticateHome(id, token string) (inst Instance, home string, ok bool)
 }
 
 // Backend decides and serves requests for the proxy.

@@ -101,14 +101,14 @@ func TestFleetRegistries(t *testing.T) {
 	if _, ok := b.Authenticate("sbx-1", tok); ok {
 		t.Fatal("B authenticated an instance it does not serve")
 	}
-	if home, ok := b.Misdirected("sbx-1", tok); !ok || home != "10.0.0.1:3128" {
-		t.Fatalf("Misdirected on B = %q %v", home, ok)
+	if inst, home, ok := b.AuthenticateHome("sbx-1", tok); ok || inst != nil || home != "10.0.0.1:3128" {
+		t.Fatalf("AuthenticateHome on B = %v %q %v", inst, home, ok)
 	}
-	if _, ok := b.Misdirected("sbx-1", tok+"x"); ok {
+	if _, home, _ := b.AuthenticateHome("sbx-1", tok+"x"); home != "" {
 		t.Fatal("a wrong token learned the home")
 	}
-	if _, ok := a.Misdirected("sbx-1", tok); ok {
-		t.Fatal("the home calls its own instance misdirected")
+	if inst, home, ok := a.AuthenticateHome("sbx-1", tok); !ok || inst == nil || home != "" {
+		t.Fatalf("AuthenticateHome on the home = %v %q %v", inst, home, ok)
 	}
 	if b.casOf("sbx-1") != 0 {
 		t.Fatal("B made a CA for an instance it does not serve")

@@ -534,21 +534,22 @@ func (r *Registry) match(id, token string) (*Instance, bool) {
 // if this replica serves it. The instances of other replicas never
 // authenticate here: this replica has no CA for them.
 func (r *Registry) Authenticate(id, token string) (*Instance, bool) {
-	inst, ok := r.match(id, token)
-	if !ok || !inst.Local() {
-		return nil, false
-	}
-	return inst, true
+	inst, _, ok := r.AuthenticateHome(id, token)
+	return inst, ok
 }
 
-// Misdirected reports, for credentials that are right but belong to an
-// instance another replica serves, that replica's address.
-func (r *Registry) Misdirected(id, token string) (home string, ok bool) {
-	inst, ok := r.match(id, token)
-	if !ok || inst.Local() {
-		return "", false
+// AuthenticateHome is Authenticate that, for credentials that are right
+// but belong to an instance another replica serves, returns that replica's
+// address as home.
+func (r *Registry) AuthenticateHome(id, token string) (inst *Instance, home string, ok bool) {
+	inst, ok = r.match(id, token)
+	switch {
+	case !ok:
+		return nil, "", false
+	case !inst.Local():
+		return nil, inst.Home(), false
 	}
-	return inst.Home(), true
+	return inst, "", true
 }
 
 // update runs one method call: apply fn to the current overrides,

@@ -19,9 +19,16 @@ type backend struct {
 	reg *instances.Registry
 }
 
-// Misdirected names the replica serving an instance whose credentials are
-// right but which this replica does not serve (proxy.Misdirector).
-func (b backend) Misdirected(id, token string) (string, bool) { return b.reg.Misdirected(id, token) }
+// AuthenticateHome is Authenticate, naming the replica serving an instance
+// whose credentials are right but which this replica does not serve
+// (proxy.Misdirector).
+func (b backend) AuthenticateHome(id, token string) (proxy.Instance, string, bool) {
+	inst, home, ok := b.reg.AuthenticateHome(id, token)
+	if !ok {
+		return nil, home, false
+	}
+	return inst, "", true
+}
 
 func (b backend) Authenticate(id, token string) (proxy.Instance, bool) {
 	inst, ok := b.svc.Authenticate(id, token)
