@@ -147,11 +147,10 @@ func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
 // maxHeader bytes.
 func peekRequestHost(br *bufio.Reader, maxHeader int) (string, error) {
 	for n := 1; ; {
-		b, err := br.Peek(n)
-		if err != nil {
+		if _, err := br.Peek(n); err != nil {
 			return "", fmt.Errorf("reading the first request: %w", err)
 		}
-		b, _ = br.Peek(br.Buffered())
+		b, _ := br.Peek(br.Buffered())
 		if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 || bytes.Contains(b, []byte("\n\n")) {
 			req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b)))
 			if err != nil {

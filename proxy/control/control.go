@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/outbound-dev/outbound/internal/host"
 	"github.com/outbound-dev/outbound/internal/store"
 	"github.com/outbound-dev/outbound/proxy/authlimit"
 )
@@ -185,7 +186,7 @@ func rebound(r *http.Request) bool {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return false
 	}
-	return h != "localhost" && !strings.HasSuffix(h, ".localhost")
+	return !host.IsLocalhost(h)
 }
 
 func (a *api) authenticate(next http.Handler) http.Handler {
