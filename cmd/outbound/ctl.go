@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -95,7 +96,7 @@ func ctlVerb(ctx context.Context, c *client.Client, verb string, args []string, 
 		// The id may come before, between or after the flags.
 		pos, perr := interspersed(fs, args)
 		if perr != nil || len(pos) > 1 {
-			return nil, 2, fmt.Errorf("usage: outbound ctl create [ID] [--class C] [--source CIDR]...")
+			return nil, 2, errors.New("usage: outbound ctl create [ID] [--class C] [--source CIDR ...]")
 		}
 		id := "" // generated
 		if len(pos) == 1 {

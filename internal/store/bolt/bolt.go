@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/outbound-dev/outbound/internal/store"
 )
@@ -63,7 +64,7 @@ func OpenFile(path string) (*Bolt, error) {
 		return nil, fmt.Errorf("create store directory for %s: %w", path, err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, inUse(path)
 	}
 	if err != nil {

@@ -143,7 +143,7 @@ func (k *kv) List(ctx context.Context, prefix, cursor string, limit int) ([]stri
 	var keys []string
 	for {
 		count := int64(max(limit+1-len(keys), 32))
-		members, err := k.s.c.ZRangeByLex(octx, k.index, &goredis.ZRangeBy{Min: from, Max: "+", Count: count}).Result()
+		members, err := k.s.c.ZRangeArgs(octx, goredis.ZRangeArgs{Key: k.index, Start: from, Stop: "+", ByLex: true, Count: count}).Result()
 		if err != nil {
 			return nil, "", k.s.fail(ctx, "KV "+k.binding+" list", err)
 		}
@@ -222,7 +222,7 @@ func (s *Store) Sweep(ctx context.Context) (int, error) {
 		from := "-"
 		for {
 			octx, cancel := s.op(ctx)
-			members, err := s.c.ZRangeByLex(octx, index, &goredis.ZRangeBy{Min: from, Max: "+", Count: 500}).Result()
+			members, err := s.c.ZRangeArgs(octx, goredis.ZRangeArgs{Key: index, Start: from, Stop: "+", ByLex: true, Count: 500}).Result()
 			if err == nil && len(members) > 0 {
 				var n int
 				n, err = s.reap(octx, index, prefix, members)

@@ -144,11 +144,11 @@ func ParseURL(raw string) (*goredis.Options, string, error) {
 		}
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, "", fmt.Errorf("Redis tls_ca: %w", err)
+			return nil, "", fmt.Errorf("reading the Redis tls_ca: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, "", fmt.Errorf("Redis tls_ca %s: no PEM certificate in it", caFile)
+			return nil, "", fmt.Errorf("the Redis tls_ca %s holds no PEM certificate", caFile)
 		}
 		o.TLSConfig.RootCAs = pool
 	}
@@ -252,7 +252,7 @@ func (s *Store) connect(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if !unavailable(err) {
-			return fmt.Errorf("Redis at %s refused the connection: %v", s.addr, err)
+			return fmt.Errorf("the Redis server at %s refused the connection: %v", s.addr, err)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: Redis at %s: %v (tried for %s)", store.ErrUnavailable, s.addr, err, s.opts.ConnectWait)
