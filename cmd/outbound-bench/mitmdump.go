@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/outbound-dev/outbound/internal/serveproc"
+	"github.com/outbound-dev/outbound/internal/platform"
 )
 
 // mitm is mitmdump running testdata/bench/inject_addon.py, the peer the
@@ -27,7 +27,7 @@ func startMitmdump(ctx context.Context, bin, dir, addon, upstreamCA, token strin
 	// mitmdump takes a port number and reports no ephemeral one back: in
 	// the window before it binds, another process could take the port and
 	// the start would fail.
-	addr, err := serveproc.FreeAddr()
+	addr, err := platform.FreeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}

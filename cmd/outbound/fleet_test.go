@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/outbound-dev/outbound/internal/serveproc"
+	"github.com/outbound-dev/outbound/internal/platform"
 	"github.com/outbound-dev/outbound/internal/store/redis/redistest"
 )
 
@@ -28,7 +28,7 @@ func fleetScriptPath() string {
 // same address after a restart.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	addr, err := serveproc.FreeAddr()
+	addr, err := platform.FreeLoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -48,11 +47,11 @@ type Proc struct {
 // control API answers. Free ports rather than :0, because the only place
 // outbound reports the ports :0 chose is its info log.
 func Start(ctx context.Context, o Options) (*Proc, error) {
-	listen, err := FreeAddr()
+	listen, err := platform.FreeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}
-	admin, err := FreeAddr()
+	admin, err := platform.FreeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -82,17 +81,6 @@ func Start(ctx context.Context, o Options) (*Proc, error) {
 		return nil, fmt.Errorf("outbound (log in %s, %v): %w", o.LogPath, p.exit, err)
 	}
 	return p, nil
-}
-
-// FreeAddr returns a loopback address with a port that was free a moment
-// ago.
-func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // WaitReady polls GET /v1/status through api until it answers, as the

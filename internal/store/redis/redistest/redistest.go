@@ -30,7 +30,6 @@ import (
 	"time"
 
 	"github.com/outbound-dev/outbound/internal/platform"
-	"github.com/outbound-dev/outbound/internal/serveproc"
 )
 
 // Options configure Start.
@@ -82,7 +81,7 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	var err error
 	for try := 0; try < 5; try++ {
-		if s.addr, err = serveproc.FreeAddr(); err != nil {
+		if s.addr, err = platform.FreeLoopbackAddr(); err != nil {
 			t.Fatal(err)
 		}
 		if err = s.start(); err == nil {
