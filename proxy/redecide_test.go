@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,15 +148,10 @@ func TestRedecideCatchesTunnelDecidedBeforeTheChange(t *testing.T) {
 	h := newHarness(t, harnessOpts{connectTo: []string{"late.test:8000:127.0.0.1:" + port}})
 	var pol hostPolicy
 	pol.set(nil)
-	decided, proceed := make(chan struct{}), make(chan struct{})
+	holdFirst, decided, proceed := holdFirstCall()
 	h.backend.connect = func(inst Instance, host string, port int) decision.Connect {
 		d := pol.decide(inst, host, port)
-		select {
-		case <-decided: // not the first call
-		default:
-			close(decided)
-			<-proceed
-		}
+		holdFirst()
 		return d
 	}
 	answered := make(chan string, 1)
@@ -222,15 +218,10 @@ func TestRedecideCatchesCapturedDecidedBeforeTheChange(t *testing.T) {
 	echo, accepts := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) })
 	h := newHarness(t, harnessOpts{connectTo: []string{"ssh.test:2222:" + echo}})
 	var denied atomic.Bool
-	decided, proceed := make(chan struct{}), make(chan struct{})
+	holdFirst, decided, proceed := holdFirstCall()
 	h.backend.raw = func(Instance, string) decision.Connect {
 		d := decision.Connect{Allow: !denied.Load(), Step: "internet"}
-		select {
-		case <-decided: // not the first call
-		default:
-			close(decided)
-			<-proceed
-		}
+		holdFirst()
 		return d
 	}
 	c := dialCaptured(t, h.captureListener(Capture{Host: "ssh.test", Port: 2222}))
@@ -340,4 +331,18 @@ func TestRedecideCapturedRawStream(t *testing.T) {
 	if !tn.closed() {
 		t.Fatal("the captured stream stayed open")
 	}
+}
+
+// holdFirstCall returns hold, for a backend hook: the first call to hold
+// closes decided and waits for proceed; later calls pass straight through.
+func holdFirstCall() (hold func(), decided, proceed chan struct{}) {
+	decided, proceed = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	return func() {
+		first := false
+		once.Do(func() { first = true; close(decided) })
+		if first {
+			<-proceed
+		}
+	}, decided, proceed
 }
